@@ -1,0 +1,121 @@
+//! `ls`, `stat` and `rm`: the ipcs/ipcrm of ipcring segments.
+
+use ipcring::segment::{self, Address, Participant, Segment, SegmentError, SegmentInfo};
+use serde_json::{Value, json};
+
+pub fn ls(as_json: bool) -> Result<(), String> {
+    let listings = segment::list().map_err(|e| format!("ls: {e}"))?;
+    if as_json {
+        let items: Vec<Value> = listings
+            .iter()
+            .map(|l| match &l.info {
+                Ok(info) => info_json(&l.address.to_string(), info),
+                Err(e) => json!({ "name": l.address.to_string(), "error": e.to_string() }),
+            })
+            .collect();
+        println!("{}", Value::Array(items));
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<6} {:>12} {:>5} {:>6} {:>8} {:>12} {:>5}",
+        "NAME", "TYPE", "SIZE", "MODE", "OWNER", "CPID", "ALIVE/DEAD", "KIND"
+    );
+    for listing in &listings {
+        match &listing.info {
+            Ok(info) => {
+                let (alive, dead) = count_alive(&info.participants);
+                println!(
+                    "{:<32} {:<6} {:>12} {:>5} {:>6} {:>8} {:>12} {:>5}",
+                    listing.address.to_string(),
+                    info.backing.as_str(),
+                    info.total_size,
+                    format!("{:04o}", info.mode),
+                    info.owner_uid,
+                    info.creator_pid,
+                    format!("{alive}/{dead}"),
+                    info.kind
+                );
+            }
+            Err(e) => println!("{:<32} ({e})", listing.address.to_string()),
+        }
+    }
+    Ok(())
+}
+
+pub fn stat(name: &str, as_json: bool) -> Result<(), String> {
+    let address: Address = name
+        .parse()
+        .map_err(|e: SegmentError| format!("stat: {e}"))?;
+    let info = Segment::inspect(&address).map_err(|e| format!("stat: {e}"))?;
+    if as_json {
+        println!("{}", info_json(&address.to_string(), &info));
+        return Ok(());
+    }
+    let (alive, dead) = count_alive(&info.participants);
+    println!("name:           {address}");
+    println!("backing:        {}", info.backing.as_str());
+    println!("kind:           {}", info.kind);
+    println!("layout version: {}", info.layout_version);
+    println!("total size:     {} bytes", info.total_size);
+    println!("user size:      {} bytes", info.user_size);
+    println!("mode:           {:04o}", info.mode);
+    println!("owner uid:      {}", info.owner_uid);
+    println!(
+        "creator:        pid {} uid {}",
+        info.creator_pid, info.creator_uid
+    );
+    println!(
+        "created:        {} (ns since the Unix epoch)",
+        info.created_realtime_ns
+    );
+    println!("participants:   {alive} alive, {dead} dead");
+    for p in &info.participants {
+        let state = if p.alive { "alive" } else { "dead" };
+        println!("  pid {:<10} {state}", p.pid);
+    }
+    Ok(())
+}
+
+pub fn rm(names: &[String]) -> Result<(), String> {
+    let mut failures = Vec::new();
+    for name in names {
+        let removed = name
+            .parse::<Address>()
+            .and_then(|address| Segment::remove(&address));
+        if let Err(e) = removed {
+            failures.push(format!("rm {name}: {e}"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\nipcring: "))
+    }
+}
+
+fn count_alive(participants: &[Participant]) -> (usize, usize) {
+    let alive = participants.iter().filter(|p| p.alive).count();
+    (alive, participants.len() - alive)
+}
+
+fn info_json(name: &str, info: &SegmentInfo) -> Value {
+    let participants: Vec<Value> = info
+        .participants
+        .iter()
+        .map(|p| json!({ "pid": p.pid, "alive": p.alive, "attached_unix_ns": p.attached_realtime_ns }))
+        .collect();
+    json!({
+        "name": name,
+        "backing": info.backing.as_str(),
+        "kind": info.kind,
+        "layout_version": info.layout_version,
+        "total_size": info.total_size,
+        "user_size": info.user_size,
+        "mode": format!("{:04o}", info.mode),
+        "owner_uid": info.owner_uid,
+        "creator_pid": info.creator_pid,
+        "creator_uid": info.creator_uid,
+        "created_unix_ns": info.created_realtime_ns,
+        "participants": participants,
+    })
+}

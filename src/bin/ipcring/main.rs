@@ -1,0 +1,70 @@
+//! `ipcring`: inspect and remove ipcring segments, and run a two-process demo.
+
+mod demo;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ipcring",
+    version,
+    about = "Lock-free shared-memory IPC: inspect segments, run the demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every ipcring segment (POSIX and SysV) visible to this user.
+    Ls {
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one segment in detail: header fields and participants.
+    Stat {
+        /// A POSIX name (`orders`) or a SysV key (`sysv:0x1234`).
+        name: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove segments by name or key.
+    Rm {
+        /// POSIX names or SysV keys, as `ls` prints them.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Two processes ping-pong through a segment, once per wait strategy.
+    Demo {
+        /// Round trips per strategy (1 to 10 million).
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        round_trips: u64,
+    },
+    /// The child side of `demo` (started by `demo` itself).
+    #[command(hide = true)]
+    DemoChild { name: String, strategy: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ls { json } => inspect::ls(json),
+        Command::Stat { name, json } => inspect::stat(&name, json),
+        Command::Rm { names } => inspect::rm(&names),
+        Command::Demo { round_trips } => demo::run(round_trips),
+        Command::DemoChild { name, strategy } => demo::child(&name, &strategy),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ipcring: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Lock-free shared-memory IPC between processes on one Linux host.
+//!
+//! The crate is built in layers, each depending only on those below it:
+//!
+//! | layer       | owns                                                  |
+//! |-------------|-------------------------------------------------------|
+//! | [`segment`] | named (POSIX, SysV) and anonymous (memfd) shared memory with a validated header and a participants table |
+//! | [`sync`]    | the futex wait/notify handshake and wait strategies    |
+//! | `sys`       | every libc call (private)                              |
+//!
+//! Rings and channels build on these next; see the README for what exists.
+//!
+//! Shared memory is treated as untrusted: every value read from a segment is
+//! validated before use, and a wrong or damaged segment yields a typed
+//! [`segment::SegmentError`], never a panic.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("ipcring uses futexes, memfd and /proc: it supports Linux only");
+
+#[cfg(not(loom))]
+pub mod segment;
+pub mod sync;
+mod sys;

@@ -1,0 +1,145 @@
+//! Typed errors of segment operations.
+
+use std::io;
+use std::time::Duration;
+
+/// Why a segment could not be created, opened, inspected or removed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// The name or key is not acceptable.
+    #[error("invalid segment address {input:?}: {reason}")]
+    InvalidAddress {
+        /// What was given.
+        input: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A size or option is out of range.
+    #[error("invalid segment options: {reason}")]
+    InvalidOptions {
+        /// Which limit was broken.
+        reason: &'static str,
+    },
+    /// No segment by that name or key.
+    #[error("no segment {0}")]
+    NotFound(String),
+    /// An exclusive create found the name or key taken.
+    #[error("segment {0} already exists")]
+    AlreadyExists(String),
+    /// The OS refused access (mode or owner).
+    #[error("permission denied for segment {0}")]
+    PermissionDenied(String),
+    /// The object is not an ipcring segment of a layout we can use.
+    #[error("incompatible segment: {0}")]
+    Incompatible(Mismatch),
+    /// The header holds a value no creator writes: someone overwrote it.
+    #[error("corrupted segment: {field} holds {value:#x}")]
+    Corrupted {
+        /// The header field.
+        field: &'static str,
+        /// What it holds.
+        value: u64,
+    },
+    /// The creator has not finished initialising the segment (it may have
+    /// died while doing so); we waited this long.
+    #[error(
+        "segment not ready after waiting {waited:?} (its creator may have died while creating it)"
+    )]
+    NotReady {
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// Every participant slot is taken by a live process.
+    #[error("the participants table is full ({capacity} live processes attached)")]
+    TooManyParticipants {
+        /// The table's size.
+        capacity: usize,
+    },
+    /// The operation needs to write, and the segment was opened read-only.
+    #[error("the segment was opened read-only")]
+    ReadOnly,
+    /// The operation applies to another backing (an fd of a named segment,
+    /// say).
+    #[error("operation not available for a {0} segment")]
+    WrongBacking(&'static str),
+    /// Any other OS error.
+    #[error("{op}: {source}")]
+    Io {
+        /// The call that failed.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What differs between an object and what we expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// The first 8 bytes are not our magic: not an ipcring segment.
+    #[error("magic {found:#018x} is not ipcring's")]
+    Magic {
+        /// The bytes found, little-endian.
+        found: u64,
+    },
+    /// Another version of the layout.
+    #[error("layout version {found}, this library reads {expected}")]
+    Version {
+        /// In the segment.
+        found: u32,
+        /// What we read.
+        expected: u32,
+    },
+    /// Another kind of content than the opener asked for.
+    #[error("content kind {found}, expected {expected}")]
+    Kind {
+        /// In the segment.
+        found: u32,
+        /// Asked for.
+        expected: u32,
+    },
+    /// The header's size disagrees with the object's.
+    #[error("header says {header} bytes, the object has {actual}")]
+    Size {
+        /// Recorded in the header.
+        header: u64,
+        /// Reported by the OS.
+        actual: u64,
+    },
+    /// The object cannot even hold a header.
+    #[error("{size} bytes is smaller than the {min}-byte header")]
+    TooSmall {
+        /// The object's size.
+        size: u64,
+        /// The header's size.
+        min: u64,
+    },
+    /// A memfd that is not sealed against shrinking: its owner could make
+    /// our mapping fault, so we refuse it.
+    #[error("the memfd is not sealed against shrinking")]
+    NotSealed,
+}
+
+impl SegmentError {
+    /// Maps an OS error to the typed variant when there is one.
+    pub(crate) fn from_os(
+        op: &'static str,
+        what: impl ToString,
+        source: io::Error,
+    ) -> SegmentError {
+        match source.kind() {
+            io::ErrorKind::NotFound => SegmentError::NotFound(what.to_string()),
+            io::ErrorKind::AlreadyExists => SegmentError::AlreadyExists(what.to_string()),
+            io::ErrorKind::PermissionDenied => SegmentError::PermissionDenied(what.to_string()),
+            _ => SegmentError::Io { op, source },
+        }
+    }
+}
+
+impl From<Mismatch> for SegmentError {
+    fn from(mismatch: Mismatch) -> SegmentError {
+        SegmentError::Incompatible(mismatch)
+    }
+}

@@ -1,0 +1,251 @@
+//! The header at offset 0 of every segment, and its validation.
+//!
+//! | offset | size | field                   | unit / range                  | written by |
+//! |--------|------|-------------------------|-------------------------------|------------|
+//! | 0      | 8    | `magic`                 | `b"IPCRING\0"` little-endian  | creator, last but one |
+//! | 8      | 4    | `layout_version`        | [`LAYOUT_VERSION`]            | creator |
+//! | 12     | 4    | `kind`                  | content kind, chosen by the creator's layer | creator |
+//! | 16     | 8    | `total_size`            | bytes of the whole object     | creator |
+//! | 24     | 8    | `user_size`             | bytes after the header        | creator |
+//! | 32     | 4    | `header_size`           | [`HEADER_SIZE`]               | creator |
+//! | 36     | 4    | `participants_capacity` | [`MAX_PARTICIPANTS`]          | creator |
+//! | 40     | 8    | `created_realtime_ns`   | ns since the Unix epoch       | creator |
+//! | 48     | 4    | `creator_pid`           | pid                           | creator |
+//! | 52     | 4    | `creator_uid`           | uid                           | creator |
+//! | 56     | 4    | `init_state`            | 0 = not ready, [`INIT_READY`] | creator, last |
+//! | 60     | 4    | `backing`               | 1 POSIX, 2 SysV, 3 memfd      | creator |
+//! | 64     | 64   | reserved                | zero                          | nobody |
+//! | 128    | 2048 | participants table      | 128 slots of 16 bytes         | each attached process, its own slot |
+//! | 2176   | 1920 | padding                 | zero                          | nobody |
+//! | 4096   | ...  | user area               | `user_size` bytes             | the layer above |
+//!
+//! Every field is an atomic: the segment is shared with processes we do not
+//! trust, so no plain reference to its bytes may exist. The creator writes
+//! all fields, then `magic`, then stores `init_state = INIT_READY` with
+//! Release; an opener loads `init_state` with Acquire before reading the rest.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::error::{Mismatch, SegmentError};
+use super::participants::ParticipantSlot;
+
+/// `b"IPCRING\0"` read as a little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRING\0");
+/// The layout this library writes and reads.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Bytes before the user area: one page, so the user area is page-aligned.
+pub const HEADER_SIZE: usize = 4096;
+/// Slots in the participants table.
+pub const MAX_PARTICIPANTS: usize = 128;
+/// `init_state` once the header is complete ("REDY").
+pub const INIT_READY: u32 = u32::from_le_bytes(*b"REDY");
+/// `init_state` of fresh memory.
+pub const INIT_EMPTY: u32 = 0;
+
+/// Which OS object backs a segment, as recorded in the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackingKind {
+    /// `shm_open`.
+    Posix,
+    /// `shmget`.
+    SysV,
+    /// `memfd_create`.
+    Memfd,
+}
+
+impl BackingKind {
+    fn code(self) -> u32 {
+        match self {
+            BackingKind::Posix => 1,
+            BackingKind::SysV => 2,
+            BackingKind::Memfd => 3,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<BackingKind> {
+        match code {
+            1 => Some(BackingKind::Posix),
+            2 => Some(BackingKind::SysV),
+            3 => Some(BackingKind::Memfd),
+            _ => None,
+        }
+    }
+
+    /// A lowercase name (`posix`, `sysv`, `memfd`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackingKind::Posix => "posix",
+            BackingKind::SysV => "sysv",
+            BackingKind::Memfd => "memfd",
+        }
+    }
+}
+
+#[repr(C)]
+pub(crate) struct Header {
+    magic: AtomicU64,
+    layout_version: AtomicU32,
+    kind: AtomicU32,
+    total_size: AtomicU64,
+    user_size: AtomicU64,
+    header_size: AtomicU32,
+    participants_capacity: AtomicU32,
+    created_realtime_ns: AtomicU64,
+    creator_pid: AtomicU32,
+    creator_uid: AtomicU32,
+    pub(super) init_state: AtomicU32,
+    backing: AtomicU32,
+    _reserved: [AtomicU64; 8],
+    pub(super) participants: [ParticipantSlot; MAX_PARTICIPANTS],
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+    assert!(std::mem::offset_of!(Header, init_state) == 56);
+    assert!(std::mem::offset_of!(Header, participants) == 128);
+    assert!(std::mem::size_of::<Header>() == 128 + 16 * MAX_PARTICIPANTS);
+};
+
+/// What the creator records.
+pub(crate) struct HeaderFields {
+    pub kind: u32,
+    pub total_size: u64,
+    pub backing: BackingKind,
+    pub created_realtime_ns: u64,
+    pub creator_pid: u32,
+    pub creator_uid: u32,
+}
+
+/// What a validated header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Validated {
+    pub kind: u32,
+    pub layout_version: u32,
+    pub total_size: u64,
+    pub user_size: u64,
+    pub backing: BackingKind,
+    pub created_realtime_ns: u64,
+    pub creator_pid: u32,
+    pub creator_uid: u32,
+}
+
+/// Where an opener stands while the creator may still be writing.
+pub(crate) enum Readiness {
+    Ready,
+    NotYet,
+}
+
+impl Header {
+    /// Fills a fresh (zeroed) header and publishes it.
+    pub fn initialize(&self, fields: &HeaderFields) {
+        // Relaxed: nobody reads these before the Release store below.
+        self.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        self.kind.store(fields.kind, Ordering::Relaxed);
+        self.total_size.store(fields.total_size, Ordering::Relaxed);
+        self.user_size
+            .store(fields.total_size - HEADER_SIZE as u64, Ordering::Relaxed);
+        self.header_size
+            .store(HEADER_SIZE as u32, Ordering::Relaxed);
+        self.participants_capacity
+            .store(MAX_PARTICIPANTS as u32, Ordering::Relaxed);
+        self.created_realtime_ns
+            .store(fields.created_realtime_ns, Ordering::Relaxed);
+        self.creator_pid
+            .store(fields.creator_pid, Ordering::Relaxed);
+        self.creator_uid
+            .store(fields.creator_uid, Ordering::Relaxed);
+        self.backing.store(fields.backing.code(), Ordering::Relaxed);
+        self.magic.store(MAGIC, Ordering::Relaxed);
+        // Release: pairs with the Acquire load of `init_state` in
+        // `readiness`, so an opener that sees READY sees every field above.
+        self.init_state.store(INIT_READY, Ordering::Release);
+    }
+
+    /// Whether the header is published; `Err` if it cannot be ours.
+    pub fn readiness(&self) -> Result<Readiness, SegmentError> {
+        let magic = self.magic.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release store in `initialize`.
+        let state = self.init_state.load(Ordering::Acquire);
+        match (magic, state) {
+            (MAGIC, INIT_READY) => Ok(Readiness::Ready),
+            // Fresh memory, or the creator is between its writes.
+            (0 | MAGIC, INIT_EMPTY) => Ok(Readiness::NotYet),
+            (0 | MAGIC, state) => Err(SegmentError::Corrupted {
+                field: "init_state",
+                value: u64::from(state),
+            }),
+            (found, _) => Err(Mismatch::Magic { found }.into()),
+        }
+    }
+
+    /// Checks a published header against the object's real size and the
+    /// kind the opener expects. Every field is treated as untrusted.
+    pub fn validate(
+        &self,
+        actual_size: u64,
+        expected_kind: Option<u32>,
+    ) -> Result<Validated, SegmentError> {
+        let layout_version = self.layout_version.load(Ordering::Relaxed);
+        if layout_version != LAYOUT_VERSION {
+            return Err(Mismatch::Version {
+                found: layout_version,
+                expected: LAYOUT_VERSION,
+            }
+            .into());
+        }
+        let header_size = self.header_size.load(Ordering::Relaxed);
+        if header_size as usize != HEADER_SIZE {
+            return Err(SegmentError::Corrupted {
+                field: "header_size",
+                value: u64::from(header_size),
+            });
+        }
+        let capacity = self.participants_capacity.load(Ordering::Relaxed);
+        if capacity as usize != MAX_PARTICIPANTS {
+            return Err(SegmentError::Corrupted {
+                field: "participants_capacity",
+                value: u64::from(capacity),
+            });
+        }
+        let total_size = self.total_size.load(Ordering::Relaxed);
+        if total_size != actual_size {
+            return Err(Mismatch::Size {
+                header: total_size,
+                actual: actual_size,
+            }
+            .into());
+        }
+        let user_size = self.user_size.load(Ordering::Relaxed);
+        if Some(user_size) != total_size.checked_sub(HEADER_SIZE as u64) {
+            return Err(SegmentError::Corrupted {
+                field: "user_size",
+                value: user_size,
+            });
+        }
+        let backing_code = self.backing.load(Ordering::Relaxed);
+        let backing = BackingKind::from_code(backing_code).ok_or(SegmentError::Corrupted {
+            field: "backing",
+            value: u64::from(backing_code),
+        })?;
+        let kind = self.kind.load(Ordering::Relaxed);
+        if let Some(expected) = expected_kind {
+            if kind != expected {
+                return Err(Mismatch::Kind {
+                    found: kind,
+                    expected,
+                }
+                .into());
+            }
+        }
+        Ok(Validated {
+            kind,
+            layout_version,
+            total_size,
+            user_size,
+            backing,
+            created_realtime_ns: self.created_realtime_ns.load(Ordering::Relaxed),
+            creator_pid: self.creator_pid.load(Ordering::Relaxed),
+            creator_uid: self.creator_uid.load(Ordering::Relaxed),
+        })
+    }
+}

@@ -1,0 +1,823 @@
+//! A mapped shared-memory region with a validated header.
+//!
+//! This module owns naming (POSIX names, SysV keys, anonymous memfds), the
+//! life cycle of segments (create, open, remove), the header at offset 0 and
+//! the participants table. It hands the layer above a raw, page-aligned user
+//! area and never learns what is stored there: no rings, no messages.
+//!
+//! ```
+//! use ipcring::segment::{Address, CreateOptions, OpenOptions, Segment};
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! let address: Address = format!("doc-example-{}", std::process::id()).parse()?;
+//! let created = Segment::create(&address, &CreateOptions::new(4096))?;
+//! created.view::<AtomicU64>(0)?.store(42, Ordering::Release);
+//!
+//! let opened = Segment::open(&address, &OpenOptions::new())?;
+//! assert_eq!(opened.view::<AtomicU64>(0)?.load(Ordering::Acquire), 42);
+//! assert_eq!(opened.info().participants.len(), 2);
+//! Segment::remove(&address)?;
+//! # Ok::<(), ipcring::segment::SegmentError>(())
+//! ```
+
+mod address;
+mod error;
+mod header;
+mod participants;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{
+    AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize,
+};
+use std::time::Duration;
+
+pub use address::{Address, MAX_NAME_LEN, POSIX_PREFIX, PosixName, SysvKey};
+pub use error::{Mismatch, SegmentError};
+pub use header::{BackingKind, HEADER_SIZE, LAYOUT_VERSION, MAX_PARTICIPANTS};
+pub use participants::Participant;
+
+use crate::sync::{Deadline, WaitWord};
+use crate::sys::map::{Access, Mapping};
+use crate::sys::{self, memfd, shm, sysv};
+use header::{Header, HeaderFields, Readiness, Validated};
+
+/// The largest user area we create (1 TiB): far beyond any ring, and small
+/// enough that sizes never overflow `off_t` or `isize`.
+pub const MAX_USER_SIZE: usize = 1 << 40;
+
+/// How to create a segment.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    user_size: usize,
+    mode: u32,
+    kind: u32,
+    register: bool,
+}
+
+impl CreateOptions {
+    /// A segment with `user_size` bytes after the header, mode 0600, kind 0,
+    /// and the creator registered as a participant.
+    pub fn new(user_size: usize) -> CreateOptions {
+        CreateOptions {
+            user_size,
+            mode: 0o600,
+            kind: 0,
+            register: true,
+        }
+    }
+
+    /// Permission bits (at most 0o777), applied exactly, whatever the umask.
+    pub fn mode(mut self, mode: u32) -> CreateOptions {
+        self.mode = mode;
+        self
+    }
+
+    /// The content kind recorded in the header; openers may insist on it.
+    pub fn kind(mut self, kind: u32) -> CreateOptions {
+        self.kind = kind;
+        self
+    }
+
+    /// Whether the creator registers in the participants table.
+    pub fn register(mut self, register: bool) -> CreateOptions {
+        self.register = register;
+        self
+    }
+
+    fn total_size(&self) -> Result<usize, SegmentError> {
+        if self.user_size == 0 || self.user_size > MAX_USER_SIZE {
+            return Err(SegmentError::InvalidOptions {
+                reason: "user_size must be between 1 byte and 1 TiB",
+            });
+        }
+        if self.mode > 0o777 {
+            return Err(SegmentError::InvalidOptions {
+                reason: "mode holds bits beyond 0o777",
+            });
+        }
+        Ok(HEADER_SIZE + self.user_size)
+    }
+}
+
+/// How to open an existing segment.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    kind: Option<u32>,
+    timeout: Duration,
+    register: bool,
+    access: Access,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions::new()
+    }
+}
+
+impl OpenOptions {
+    /// Any kind, wait up to 1 s for a creator that is still initialising,
+    /// register as a participant, read and write.
+    pub fn new() -> OpenOptions {
+        OpenOptions {
+            kind: None,
+            timeout: Duration::from_secs(1),
+            register: true,
+            access: Access::ReadWrite,
+        }
+    }
+
+    /// Refuse (with `Incompatible`) a segment of another content kind.
+    pub fn kind(mut self, kind: u32) -> OpenOptions {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// How long to wait for a segment whose creator is still initialising
+    /// it before failing with `NotReady`.
+    pub fn timeout(mut self, timeout: Duration) -> OpenOptions {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether to register in the participants table.
+    pub fn register(mut self, register: bool) -> OpenOptions {
+        self.register = register;
+        self
+    }
+
+    /// Map read-only and do not register: for inspection.
+    pub fn read_only(mut self) -> OpenOptions {
+        self.access = Access::ReadOnly;
+        self.register = false;
+        self
+    }
+}
+
+/// Everything the header and the OS say about a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Its name or key; `None` for an anonymous memfd.
+    pub address: Option<Address>,
+    /// The OS object behind it.
+    pub backing: BackingKind,
+    /// The content kind its creator recorded.
+    pub kind: u32,
+    /// The header layout version.
+    pub layout_version: u32,
+    /// Bytes of the whole object, header included.
+    pub total_size: u64,
+    /// Bytes of the user area.
+    pub user_size: u64,
+    /// Permission bits as the OS reports them now.
+    pub mode: u32,
+    /// Owner as the OS reports it now.
+    pub owner_uid: u32,
+    /// Pid of the creating process.
+    pub creator_pid: u32,
+    /// Uid of the creating process.
+    pub creator_uid: u32,
+    /// Creation time, ns since the Unix epoch.
+    pub created_realtime_ns: u64,
+    /// The registered processes.
+    pub participants: Vec<Participant>,
+}
+
+/// One entry of [`list`].
+#[derive(Debug)]
+pub struct Listing {
+    /// The segment's name or key.
+    pub address: Address,
+    /// Its details, or why they could not be read.
+    pub info: Result<SegmentInfo, SegmentError>,
+}
+
+/// Types that may be viewed in shared memory through `&T`: made only of
+/// atomics, so every bit pattern is a valid value and every access is an
+/// atomic operation, whatever another process writes concurrently.
+///
+/// # Safety
+///
+/// Implementors must be `#[repr(C)]` or `#[repr(transparent)]` aggregates of
+/// atomics (or other `Shareable` types) with no other fields.
+pub unsafe trait Shareable: Sync {}
+
+// SAFETY: each is a single atomic integer: valid for any bits, accessed
+// only by atomic operations.
+unsafe impl Shareable for AtomicU8 {}
+// SAFETY: as above.
+unsafe impl Shareable for AtomicU16 {}
+// SAFETY: as above.
+unsafe impl Shareable for AtomicU32 {}
+// SAFETY: as above.
+unsafe impl Shareable for AtomicU64 {}
+// SAFETY: as above.
+unsafe impl Shareable for AtomicI32 {}
+// SAFETY: as above.
+unsafe impl Shareable for AtomicI64 {}
+// SAFETY: as above.
+unsafe impl Shareable for AtomicUsize {}
+// SAFETY: WaitWord is #[repr(C)] with two AtomicU32 fields and nothing else.
+unsafe impl Shareable for WaitWord {}
+// SAFETY: an array of Shareable elements has no other bytes.
+unsafe impl<T: Shareable, const N: usize> Shareable for [T; N] {}
+
+#[derive(Debug)]
+enum Backing {
+    Posix { name: PosixName, fd: OwnedFd },
+    SysV { key: SysvKey, id: i32 },
+    Memfd { fd: OwnedFd },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Registration {
+    index: usize,
+    identity: u64,
+    pid: u32,
+}
+
+/// A mapped, validated shared-memory segment.
+///
+/// Dropping it unmaps the memory and leaves the participants table; it does
+/// not remove the segment (see [`Segment::remove`] and [`Segment::unlink`]).
+#[derive(Debug)]
+pub struct Segment {
+    mapping: Mapping,
+    backing: Backing,
+    access: Access,
+    validated: Validated,
+    registration: Option<Registration>,
+}
+
+impl Segment {
+    /// Creates a named segment; fails with `AlreadyExists` if the name or
+    /// key is taken. Of several processes racing, exactly one succeeds.
+    pub fn create(address: &Address, options: &CreateOptions) -> Result<Segment, SegmentError> {
+        let total = options.total_size()?;
+        match address {
+            Address::Posix(name) => create_posix(name, total, options),
+            Address::SysV(key) => create_sysv(*key, total, options),
+        }
+    }
+
+    /// Opens an existing named segment and validates its header.
+    pub fn open(address: &Address, options: &OpenOptions) -> Result<Segment, SegmentError> {
+        let deadline = Deadline::after(options.timeout);
+        match address {
+            Address::Posix(name) => open_posix(name, options, deadline),
+            Address::SysV(key) => open_sysv(*key, options, deadline),
+        }
+    }
+
+    /// Opens the segment if it exists, otherwise creates it. Returns the
+    /// segment and whether this call created it.
+    pub fn open_or_create(
+        address: &Address,
+        create: &CreateOptions,
+        open: &OpenOptions,
+    ) -> Result<(Segment, bool), SegmentError> {
+        // Bounded: each lap means another process created or removed the
+        // segment between our two calls.
+        let mut last_error = None;
+        for _ in 0..16 {
+            match Segment::create(address, create) {
+                Ok(segment) => return Ok((segment, true)),
+                Err(SegmentError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+            match Segment::open(address, open) {
+                Ok(segment) => return Ok((segment, false)),
+                Err(e @ SegmentError::NotFound(_)) => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| SegmentError::NotFound(address.to_string())))
+    }
+
+    /// Removes a named segment: its name is gone at once, the memory when
+    /// the last process unmaps it. A SysV segment is removed only if it
+    /// carries our magic, so a foreign segment is never destroyed by mistake.
+    pub fn remove(address: &Address) -> Result<(), SegmentError> {
+        match address {
+            Address::Posix(name) => {
+                let c_name = posix_c_name(name);
+                shm::unlink(&c_name).map_err(|e| SegmentError::from_os("shm_unlink", address, e))
+            }
+            Address::SysV(key) => {
+                let id = sysv::lookup(key.get())
+                    .map_err(|e| SegmentError::from_os("shmget", address, e))?;
+                let stat = sysv::stat(id)
+                    .map_err(|e| SegmentError::from_os("shmctl(IPC_STAT)", address, e))?;
+                if stat.size < HEADER_SIZE as u64 {
+                    return Err(Mismatch::TooSmall {
+                        size: stat.size,
+                        min: HEADER_SIZE as u64,
+                    }
+                    .into());
+                }
+                let mapping = sysv::attach(id, stat.size as usize, Access::ReadOnly)
+                    .map_err(|e| SegmentError::from_os("shmat", address, e))?;
+                if let Err(e @ SegmentError::Incompatible(Mismatch::Magic { .. })) =
+                    header_of(&mapping).readiness()
+                {
+                    return Err(e);
+                }
+                drop(mapping);
+                sysv::remove(id).map_err(|e| SegmentError::from_os("shmctl(IPC_RMID)", address, e))
+            }
+        }
+    }
+
+    /// Reads a named segment's details without registering or writing.
+    pub fn inspect(address: &Address) -> Result<SegmentInfo, SegmentError> {
+        let options = OpenOptions::new().read_only().timeout(Duration::ZERO);
+        Segment::open(address, &options).map(|segment| segment.info())
+    }
+
+    /// Creates an anonymous segment backed by a memfd, sealed against
+    /// shrinking and growing. Share it with a child (see
+    /// [`Segment::inheritable_fd`]) or send it over a Unix socket
+    /// ([`Segment::send_fd`]).
+    pub fn create_anonymous(options: &CreateOptions) -> Result<Segment, SegmentError> {
+        let total = options.total_size()?;
+        let fd = memfd::create("ipcring-anon").map_err(|source| SegmentError::Io {
+            op: "memfd_create",
+            source,
+        })?;
+        let io = |op| move |source| SegmentError::Io { op, source };
+        shm::fchmod(&fd, options.mode).map_err(io("fchmod"))?;
+        shm::set_len(&fd, total as u64).map_err(io("ftruncate"))?;
+        memfd::add_seals(&fd, memfd::SIZE_SEALS).map_err(io("fcntl(F_ADD_SEALS)"))?;
+        let mapping = Mapping::map_fd(&fd, total, Access::ReadWrite).map_err(io("mmap"))?;
+        Segment::initialize(mapping, Backing::Memfd { fd }, BackingKind::Memfd, options)
+    }
+
+    /// Opens a segment from a memfd (received or inherited). The memfd must
+    /// be sealed against shrinking, so that no one can make our mapping fault.
+    pub fn from_fd(fd: OwnedFd, options: &OpenOptions) -> Result<Segment, SegmentError> {
+        let io = |op| move |source| SegmentError::Io { op, source };
+        let seals = memfd::seals(&fd).map_err(io("fcntl(F_GET_SEALS)"))?;
+        if seals & memfd::SEAL_SHRINK == 0 {
+            return Err(Mismatch::NotSealed.into());
+        }
+        let size = shm::fstat(&fd).map_err(io("fstat"))?.size;
+        check_min_size(size)?;
+        let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
+        let deadline = Deadline::after(options.timeout);
+        Segment::attach(mapping, Backing::Memfd { fd }, size, options, deadline)
+    }
+
+    /// Opens a segment from a descriptor number inherited from a parent
+    /// (see [`Segment::inheritable_fd`]). The number is duplicated, not
+    /// taken: the original stays open.
+    pub fn open_inherited(fd: RawFd, options: &OpenOptions) -> Result<Segment, SegmentError> {
+        let fd = memfd::dup_raw(fd).map_err(|source| SegmentError::Io {
+            op: "fcntl(F_DUPFD_CLOEXEC)",
+            source,
+        })?;
+        Segment::from_fd(fd, options)
+    }
+
+    /// Receives a segment sent with [`Segment::send_fd`].
+    pub fn recv_fd(socket: &UnixStream, options: &OpenOptions) -> Result<Segment, SegmentError> {
+        let fd = sys::fdpass::recv_fd(socket).map_err(|source| SegmentError::Io {
+            op: "recvmsg(SCM_RIGHTS)",
+            source,
+        })?;
+        Segment::from_fd(fd, options)
+    }
+
+    /// Sends this anonymous segment's memfd over a Unix socket.
+    pub fn send_fd(&self, socket: &UnixStream) -> Result<(), SegmentError> {
+        let fd = self.memfd()?;
+        sys::fdpass::send_fd(socket, fd).map_err(|source| SegmentError::Io {
+            op: "sendmsg(SCM_RIGHTS)",
+            source,
+        })
+    }
+
+    /// A duplicate of this anonymous segment's memfd without close-on-exec:
+    /// a child spawned while it is open inherits it under the same number
+    /// (`as_raw_fd`), and opens it with [`Segment::open_inherited`]. Drop it
+    /// once the child is spawned.
+    pub fn inheritable_fd(&self) -> Result<OwnedFd, SegmentError> {
+        memfd::dup_inheritable(self.memfd()?).map_err(|source| SegmentError::Io {
+            op: "fcntl(F_DUPFD)",
+            source,
+        })
+    }
+
+    /// Removes this segment's name (POSIX) or id (SysV); see
+    /// [`Segment::remove`]. An anonymous segment has no name to remove.
+    pub fn unlink(&self) -> Result<(), SegmentError> {
+        match &self.backing {
+            Backing::Posix { name, .. } => Segment::remove(&Address::Posix(name.clone())),
+            Backing::SysV { key, id } => sysv::remove(*id)
+                .map_err(|e| SegmentError::from_os("shmctl(IPC_RMID)", Address::SysV(*key), e)),
+            Backing::Memfd { .. } => Err(SegmentError::WrongBacking("memfd")),
+        }
+    }
+
+    /// The segment's name or key; `None` if anonymous.
+    pub fn address(&self) -> Option<Address> {
+        match &self.backing {
+            Backing::Posix { name, .. } => Some(Address::Posix(name.clone())),
+            Backing::SysV { key, .. } => Some(Address::SysV(*key)),
+            Backing::Memfd { .. } => None,
+        }
+    }
+
+    /// The content kind recorded by the creator.
+    pub fn kind(&self) -> u32 {
+        self.validated.kind
+    }
+
+    /// The first byte of the user area (page-aligned).
+    ///
+    /// Other processes may write any byte of it at any time: read and write
+    /// it only through atomics or raw-pointer copies, never through `&[u8]`.
+    pub fn user_ptr(&self) -> *mut u8 {
+        // The mapping is at least HEADER_SIZE + user_size bytes (validated).
+        self.mapping.as_ptr().wrapping_add(HEADER_SIZE)
+    }
+
+    /// Bytes in the user area.
+    pub fn user_len(&self) -> usize {
+        self.validated.user_size as usize
+    }
+
+    /// A shared reference to a `T` made of atomics at `offset` in the user
+    /// area, checked for bounds and alignment.
+    pub fn view<T: Shareable>(&self, offset: usize) -> Result<&T, SegmentError> {
+        if self.access == Access::ReadOnly {
+            return Err(SegmentError::ReadOnly);
+        }
+        let size = std::mem::size_of::<T>();
+        let fits = offset
+            .checked_add(size)
+            .is_some_and(|end| end <= self.user_len());
+        // The user area is page-aligned, so the offset decides alignment.
+        if !fits || offset % std::mem::align_of::<T>() != 0 {
+            return Err(SegmentError::InvalidOptions {
+                reason: "view out of the user area or misaligned",
+            });
+        }
+        // SAFETY: the range [offset, offset + size) lies inside the mapped
+        // user area, which lives as long as `self`; the address is aligned
+        // for T; T is Shareable, so any bytes are a valid T and every access
+        // through &T is atomic; and the mapping is writable.
+        Ok(unsafe { &*self.user_ptr().add(offset).cast::<T>() })
+    }
+
+    /// The processes registered in the participants table, with liveness.
+    pub fn participants(&self) -> Vec<Participant> {
+        participants::list(&self.header().participants)
+    }
+
+    /// Frees the table slots of processes that are gone; returns how many.
+    pub fn reap_dead_participants(&self) -> Result<usize, SegmentError> {
+        if self.access == Access::ReadOnly {
+            return Err(SegmentError::ReadOnly);
+        }
+        Ok(participants::reap(&self.header().participants))
+    }
+
+    /// Everything the header and the OS say about this segment.
+    pub fn info(&self) -> SegmentInfo {
+        let (mode, owner_uid) = match &self.backing {
+            Backing::Posix { fd, .. } | Backing::Memfd { fd } => shm::fstat(fd)
+                .map(|st| (st.mode, st.uid))
+                .unwrap_or((0, u32::MAX)),
+            Backing::SysV { id, .. } => sysv::stat(*id)
+                .map(|st| (st.mode, st.uid))
+                .unwrap_or((0, u32::MAX)),
+        };
+        let v = &self.validated;
+        SegmentInfo {
+            address: self.address(),
+            backing: v.backing,
+            kind: v.kind,
+            layout_version: v.layout_version,
+            total_size: v.total_size,
+            user_size: v.user_size,
+            mode,
+            owner_uid,
+            creator_pid: v.creator_pid,
+            creator_uid: v.creator_uid,
+            created_realtime_ns: v.created_realtime_ns,
+            participants: self.participants(),
+        }
+    }
+
+    fn header(&self) -> &Header {
+        header_of(&self.mapping)
+    }
+
+    fn memfd(&self) -> Result<BorrowedFd<'_>, SegmentError> {
+        match &self.backing {
+            Backing::Memfd { fd } => Ok(fd.as_fd()),
+            Backing::Posix { .. } => Err(SegmentError::WrongBacking("posix")),
+            Backing::SysV { .. } => Err(SegmentError::WrongBacking("sysv")),
+        }
+    }
+
+    /// Writes the header of a freshly created, zero-filled mapping.
+    fn initialize(
+        mapping: Mapping,
+        backing: Backing,
+        backing_kind: BackingKind,
+        options: &CreateOptions,
+    ) -> Result<Segment, SegmentError> {
+        let fields = HeaderFields {
+            kind: options.kind,
+            total_size: mapping.len() as u64,
+            backing: backing_kind,
+            created_realtime_ns: sys::time::realtime_ns(),
+            creator_pid: sys::process::pid(),
+            creator_uid: sys::process::uid(),
+        };
+        header_of(&mapping).initialize(&fields);
+        let validated = header_of(&mapping).validate(fields.total_size, Some(options.kind))?;
+        let mut segment = Segment {
+            mapping,
+            backing,
+            access: Access::ReadWrite,
+            validated,
+            registration: None,
+        };
+        if options.register {
+            segment.register()?;
+        }
+        Ok(segment)
+    }
+
+    /// Waits for the creator to publish the header, validates it, and
+    /// registers.
+    fn attach(
+        mapping: Mapping,
+        backing: Backing,
+        actual_size: u64,
+        options: &OpenOptions,
+        deadline: Deadline,
+    ) -> Result<Segment, SegmentError> {
+        let header = header_of(&mapping);
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match header.readiness()? {
+                Readiness::Ready => break,
+                Readiness::NotYet if deadline.has_passed() => {
+                    return Err(SegmentError::NotReady {
+                        waited: options.timeout,
+                    });
+                }
+                Readiness::NotYet => {
+                    std::thread::sleep(pause.min(deadline.remaining()));
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+            }
+        }
+        let validated = header.validate(actual_size, options.kind)?;
+        let mut segment = Segment {
+            mapping,
+            backing,
+            access: options.access,
+            validated,
+            registration: None,
+        };
+        if options.register && options.access == Access::ReadWrite {
+            segment.register()?;
+        }
+        Ok(segment)
+    }
+
+    fn register(&mut self) -> Result<(), SegmentError> {
+        let identity = participants::own_identity();
+        let table = &self.header().participants;
+        let index = match participants::register(table, identity) {
+            Some(index) => index,
+            None => {
+                participants::reap(table);
+                participants::register(table, identity).ok_or(
+                    SegmentError::TooManyParticipants {
+                        capacity: MAX_PARTICIPANTS,
+                    },
+                )?
+            }
+        };
+        self.registration = Some(Registration {
+            index,
+            identity,
+            pid: sys::process::pid(),
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // A forked child holds a copy of the parent's registration; only the
+        // process that registered may free the slot.
+        if let Some(reg) = self.registration.take() {
+            if reg.pid == sys::process::pid() {
+                participants::deregister(&self.header().participants, reg.index, reg.identity);
+            }
+        }
+    }
+}
+
+/// Every POSIX and SysV ipcring segment this process can see. Anonymous
+/// memfd segments have no system-wide name and are not listed.
+pub fn list() -> Result<Vec<Listing>, SegmentError> {
+    let mut listings = Vec::new();
+    let names = shm::list(POSIX_PREFIX).map_err(|source| SegmentError::Io {
+        op: "read /dev/shm",
+        source,
+    })?;
+    for file_name in names {
+        let Ok(name) = PosixName::new(&file_name[POSIX_PREFIX.len()..]) else {
+            continue;
+        };
+        let address = Address::Posix(name);
+        let info = Segment::inspect(&address);
+        listings.push(Listing { address, info });
+    }
+    let entries = sysv::list().map_err(|source| SegmentError::Io {
+        op: "read /proc/sysvipc/shm",
+        source,
+    })?;
+    for entry in entries {
+        let Ok(key) = SysvKey::new(entry.key) else {
+            continue;
+        };
+        let address = Address::SysV(key);
+        let info = Segment::inspect(&address);
+        // SysV has no names: a segment is ours only if its header says so.
+        let foreign = matches!(
+            info,
+            Err(
+                SegmentError::Incompatible(Mismatch::Magic { .. } | Mismatch::TooSmall { .. })
+                    | SegmentError::NotReady { .. }
+                    | SegmentError::PermissionDenied(_)
+                    | SegmentError::NotFound(_)
+            )
+        );
+        if !foreign {
+            listings.push(Listing { address, info });
+        }
+    }
+    Ok(listings)
+}
+
+fn header_of(mapping: &Mapping) -> &Header {
+    debug_assert!(mapping.len() >= HEADER_SIZE);
+    // SAFETY: every caller checked that the mapping holds at least
+    // HEADER_SIZE >= size_of::<Header>() bytes; it is page-aligned; Header is
+    // made only of atomics, so any bytes are a valid Header and all access is
+    // atomic; and the reference lives no longer than the mapping.
+    unsafe { &*mapping.as_ptr().cast::<Header>() }
+}
+
+fn check_min_size(size: u64) -> Result<(), SegmentError> {
+    if size < HEADER_SIZE as u64 {
+        return Err(Mismatch::TooSmall {
+            size,
+            min: HEADER_SIZE as u64,
+        }
+        .into());
+    }
+    if size > (HEADER_SIZE + MAX_USER_SIZE) as u64 {
+        return Err(SegmentError::Corrupted {
+            field: "object size",
+            value: size,
+        });
+    }
+    Ok(())
+}
+
+fn posix_c_name(name: &PosixName) -> std::ffi::CString {
+    // A validated PosixName holds no NUL.
+    shm::c_name(&name.file_name()).unwrap_or_default()
+}
+
+/// Runs a cleanup unless disarmed: removes a half-created object when
+/// creation fails after the OS object exists.
+struct RemoveOnError<F: FnMut()> {
+    cleanup: Option<F>,
+}
+
+impl<F: FnMut()> RemoveOnError<F> {
+    fn new(cleanup: F) -> Self {
+        RemoveOnError {
+            cleanup: Some(cleanup),
+        }
+    }
+
+    fn disarm(mut self) {
+        self.cleanup = None;
+    }
+}
+
+impl<F: FnMut()> Drop for RemoveOnError<F> {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.cleanup.as_mut() {
+            cleanup();
+        }
+    }
+}
+
+fn create_posix(
+    name: &PosixName,
+    total: usize,
+    options: &CreateOptions,
+) -> Result<Segment, SegmentError> {
+    let address = Address::Posix(name.clone());
+    let c_name = posix_c_name(name);
+    let fd = shm::create_exclusive(&c_name, options.mode)
+        .map_err(|e| SegmentError::from_os("shm_open", &address, e))?;
+    let guard = RemoveOnError::new(|| {
+        let _ = shm::unlink(&c_name);
+    });
+    let io = |op| move |source| SegmentError::Io { op, source };
+    shm::set_len(&fd, total as u64).map_err(io("ftruncate"))?;
+    let mapping = Mapping::map_fd(&fd, total, Access::ReadWrite).map_err(io("mmap"))?;
+    let backing = Backing::Posix {
+        name: name.clone(),
+        fd,
+    };
+    let segment = Segment::initialize(mapping, backing, BackingKind::Posix, options)?;
+    guard.disarm();
+    Ok(segment)
+}
+
+fn create_sysv(
+    key: SysvKey,
+    total: usize,
+    options: &CreateOptions,
+) -> Result<Segment, SegmentError> {
+    let address = Address::SysV(key);
+    let id = sysv::create_exclusive(key.get(), total, options.mode)
+        .map_err(|e| SegmentError::from_os("shmget", &address, e))?;
+    let guard = RemoveOnError::new(|| {
+        let _ = sysv::remove(id);
+    });
+    let mapping =
+        sysv::attach(id, total, Access::ReadWrite).map_err(|source| SegmentError::Io {
+            op: "shmat",
+            source,
+        })?;
+    let segment = Segment::initialize(
+        mapping,
+        Backing::SysV { key, id },
+        BackingKind::SysV,
+        options,
+    )?;
+    guard.disarm();
+    Ok(segment)
+}
+
+fn open_posix(
+    name: &PosixName,
+    options: &OpenOptions,
+    deadline: Deadline,
+) -> Result<Segment, SegmentError> {
+    let address = Address::Posix(name.clone());
+    let c_name = posix_c_name(name);
+    let fd = shm::open(&c_name, options.access == Access::ReadWrite)
+        .map_err(|e| SegmentError::from_os("shm_open", &address, e))?;
+    let io = |op| move |source| SegmentError::Io { op, source };
+    // A creator sizes the object right after creating it: a zero size means
+    // it has not got there yet.
+    let mut size = shm::fstat(&fd).map_err(io("fstat"))?.size;
+    while size == 0 {
+        if deadline.has_passed() {
+            return Err(SegmentError::NotReady {
+                waited: options.timeout,
+            });
+        }
+        std::thread::sleep(Duration::from_micros(200).min(deadline.remaining()));
+        size = shm::fstat(&fd).map_err(io("fstat"))?.size;
+    }
+    check_min_size(size)?;
+    let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
+    let backing = Backing::Posix {
+        name: name.clone(),
+        fd,
+    };
+    Segment::attach(mapping, backing, size, options, deadline)
+}
+
+fn open_sysv(
+    key: SysvKey,
+    options: &OpenOptions,
+    deadline: Deadline,
+) -> Result<Segment, SegmentError> {
+    let address = Address::SysV(key);
+    let id = sysv::lookup(key.get()).map_err(|e| SegmentError::from_os("shmget", &address, e))?;
+    let size = sysv::stat(id)
+        .map_err(|e| SegmentError::from_os("shmctl(IPC_STAT)", &address, e))?
+        .size;
+    check_min_size(size)?;
+    let mapping = sysv::attach(id, size as usize, options.access)
+        .map_err(|e| SegmentError::from_os("shmat", &address, e))?;
+    Segment::attach(mapping, Backing::SysV { key, id }, size, options, deadline)
+}

@@ -1,0 +1,114 @@
+//! Process identity and liveness.
+
+use std::io;
+
+/// This process's id.
+pub fn pid() -> u32 {
+    std::process::id()
+}
+
+/// This process's real user id.
+pub fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// The one-letter state (`R`, `S`, `Z`, ...).
+    pub state: u8,
+    /// Start time in clock ticks after boot; with the pid it names one
+    /// process for the life of the machine.
+    pub start_ticks: u64,
+}
+
+/// Reads `/proc/PID/stat`. `Ok(None)` means no such process.
+pub fn proc_stat(pid: u32) -> io::Result<Option<ProcStat>> {
+    let text = match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // The process exited between the open and the read.
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(parse_stat(&text))
+}
+
+/// Parses the fields after the command name, which may itself hold spaces
+/// and parentheses, so we split after the *last* `)`.
+fn parse_stat(text: &[u8]) -> Option<ProcStat> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    // Field 3 is the state; field 22 is starttime: 19 fields after state.
+    let state = *fields.next()?.as_bytes().first()?;
+    let start_ticks = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_ticks })
+}
+
+/// This process's start time in clock ticks after boot.
+pub fn own_start_ticks() -> u64 {
+    proc_stat(pid())
+        .ok()
+        .flatten()
+        .map_or(0, |stat| stat.start_ticks)
+}
+
+/// Whether the process `pid` that started at `start_ticks` (low 32 bits
+/// compared) is still running. A zombie counts as dead: it runs no code and
+/// will never touch the segment again.
+pub fn is_alive(pid: u32, start_ticks_low: u32) -> bool {
+    match proc_stat(pid) {
+        Ok(Some(stat)) => {
+            stat.start_ticks as u32 == start_ticks_low && !matches!(stat.state, b'Z' | b'X' | b'x')
+        }
+        Ok(None) => false,
+        // /proc unreadable (hidepid, say): fall back to kill(pid, 0), which
+        // cannot see pid reuse but never calls a live process dead.
+        Err(_) => signal_probe(pid),
+    }
+}
+
+fn signal_probe(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 performs only the permission and existence check.
+    let ret = unsafe { libc::kill(pid, 0) };
+    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_with_spaces_and_parens() {
+        let line = b"1234 (a b) c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21\n";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.state, b'S');
+        assert_eq!(stat.start_ticks, 987654);
+    }
+
+    #[test]
+    fn rejects_truncated_stat() {
+        assert_eq!(parse_stat(b"1234 (x) S 1 2"), None);
+        assert_eq!(parse_stat(b"no paren"), None);
+        assert_eq!(parse_stat(b""), None);
+    }
+
+    #[test]
+    fn self_is_alive_and_reused_start_is_not() {
+        let start = own_start_ticks();
+        assert!(start > 0);
+        assert!(is_alive(pid(), start as u32));
+        assert!(!is_alive(pid(), (start as u32).wrapping_add(1)));
+    }
+
+    #[test]
+    fn missing_pid_is_dead() {
+        // Above the kernel's pid_max (at most 2^22).
+        assert!(!is_alive(1 << 30, 0));
+    }
+}

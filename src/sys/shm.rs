@@ -1,0 +1,111 @@
+//! Named POSIX shared memory: `shm_open`, `shm_unlink`, and the listing of
+//! `/dev/shm`.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+use super::{cvt, retry_eintr};
+
+/// Where Linux mounts the tmpfs behind `shm_open`.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// What `fstat` says about a shared-memory file descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (`0o777` mask).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+}
+
+/// Creates `name` (which starts with `/`) exclusively with exactly `mode`
+/// (the umask is undone with `fchmod`, as SysV `shmget` ignores it too).
+pub fn create_exclusive(name: &CStr, mode: u32) -> io::Result<OwnedFd> {
+    let fd = open_raw(
+        name,
+        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+        mode,
+    )?;
+    // The file was created with `mode & !umask`, a subset of `mode`, so
+    // there is no window in which it is more open than asked.
+    fchmod(fd.as_fd(), mode)?;
+    Ok(fd)
+}
+
+/// Opens an existing `name`.
+pub fn open(name: &CStr, writable: bool) -> io::Result<OwnedFd> {
+    let access = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
+    open_raw(name, access | libc::O_CLOEXEC, 0)
+}
+
+fn open_raw(name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    let fd = retry_eintr(|| {
+        // SAFETY: `name` is a NUL-terminated string that outlives the call.
+        cvt(unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::mode_t) })
+    })?;
+    // SAFETY: shm_open returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes `name`; mappings that exist stay valid until unmapped.
+pub fn unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+}
+
+/// Sets the size of a freshly created object.
+pub fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    retry_eintr(|| {
+        // SAFETY: plain syscall on a descriptor we borrow for the call.
+        cvt(unsafe { libc::ftruncate(fd.as_fd().as_raw_fd(), len) })
+    })
+    .map(drop)
+}
+
+/// Sets the permission bits.
+pub fn fchmod(fd: impl AsFd, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we borrow for the call.
+    cvt(unsafe { libc::fchmod(fd.as_fd().as_raw_fd(), mode as libc::mode_t) }).map(drop)
+}
+
+/// Size, mode and owner of an open descriptor.
+pub fn fstat(fd: impl AsFd) -> io::Result<FdStat> {
+    // SAFETY: an all-zero `stat` is a valid value for this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable and sized for the kernel's answer.
+    cvt(unsafe { libc::fstat(fd.as_fd().as_raw_fd(), &mut st) })?;
+    Ok(FdStat {
+        size: st.st_size as u64,
+        mode: st.st_mode & 0o777,
+        uid: st.st_uid,
+    })
+}
+
+/// The names in `/dev/shm` (without the leading `/`) that start with `prefix`.
+pub fn list(prefix: &str) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(SHM_DIR)? {
+        let entry = entry?;
+        if let Some(name) = entry.file_name().to_str() {
+            if name.starts_with(prefix) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `"/" + name` as a C string; `None` if `name` holds a NUL.
+pub fn c_name(name: &str) -> Option<CString> {
+    CString::new(format!("/{name}")).ok()
+}

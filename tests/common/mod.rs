@@ -1,0 +1,127 @@
+//! Helpers shared by the integration tests: unique names, cleanup guards,
+//! and child processes that re-run this test binary in a role.
+#![allow(dead_code)]
+
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ipcring::segment::{Address, Segment, SegmentError, SysvKey};
+
+/// The environment variable that tells a re-executed test binary which
+/// role to play.
+pub const ROLE_VAR: &str = "IPCRING_TEST_ROLE";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A POSIX address no other test (or test run) uses.
+pub fn unique_posix(tag: &str) -> Address {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("t-{tag}-{}-{n}", std::process::id())
+        .parse()
+        .unwrap()
+}
+
+/// A SysV key no other test uses: the pid and a counter, in a range of
+/// keys whose top byte marks them as ours (0x49, 'I').
+pub fn unique_sysv() -> Address {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let key = 0x4900_0000u32 | ((std::process::id() & 0xffff) << 8) | (n & 0xff);
+    Address::SysV(SysvKey::new(key as i32).unwrap())
+}
+
+/// Removes the segment when dropped, so a failing test leaves nothing.
+pub struct Cleanup(pub Address);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        match Segment::remove(&self.0) {
+            Ok(()) | Err(SegmentError::NotFound(_)) => {}
+            Err(e) => eprintln!("cleanup of {}: {e}", self.0),
+        }
+    }
+}
+
+/// Removes a /dev/shm file we made by hand.
+pub struct RemoveFile(pub std::path::PathBuf);
+
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The role this process plays, if it is a child.
+pub fn child_role() -> Option<String> {
+    std::env::var(ROLE_VAR).ok()
+}
+
+/// Starts this test binary again, running only `test_name`, as `role`.
+pub fn spawn_child(test_name: &str, role: &str, envs: &[(&str, String)]) -> ChildGuard {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = Command::new(exe);
+    command
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_VAR, role)
+        // The child's own test summary would read like ours; its panics
+        // still reach stderr.
+        .stdout(std::process::Stdio::null());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    ChildGuard(Some(command.spawn().unwrap()))
+}
+
+/// Kills and reaps the child if the test ends before it does.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    /// Waits for the child, failing the test after `limit`.
+    pub fn wait_success(mut self, limit: Duration) {
+        let code = self.wait_code(limit);
+        assert_eq!(code, Some(0), "child failed");
+    }
+
+    /// Waits for the child's exit code, failing the test after `limit`.
+    pub fn wait_code(&mut self, limit: Duration) -> Option<i32> {
+        let started = Instant::now();
+        let child = self.0.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.0 = None;
+                return status.code();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "child still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after `limit`.
+pub fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
