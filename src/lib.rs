@@ -22,6 +22,8 @@
 compile_error!("ipcring uses futexes, memfd and /proc: it supports Linux only");
 
 #[cfg(not(loom))]
+pub mod platform;
+#[cfg(not(loom))]
 pub mod segment;
 pub mod sync;
 mod sys;

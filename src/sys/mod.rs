@@ -8,6 +8,8 @@
 // Under loom only the clock is needed: the futex is modelled in `sync`, and
 // segments (the only users of the rest) are not built.
 #[cfg(not(loom))]
+pub(crate) mod affinity;
+#[cfg(not(loom))]
 pub(crate) mod fdpass;
 #[cfg(not(loom))]
 pub(crate) mod futex;
