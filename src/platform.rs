@@ -13,6 +13,12 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     crate::sys::affinity::pin_current_thread(cpu)
 }
 
+/// Restores the default SIGPIPE action, for command-line tools whose output
+/// may go into a pipe that closes early (`ipcring ls | head`).
+pub fn default_sigpipe() {
+    crate::sys::process::default_sigpipe();
+}
+
 /// The CPUs the calling thread may run on (`sched_getaffinity`).
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     crate::sys::affinity::allowed_cpus()

@@ -309,7 +309,7 @@ fn open_err(address: &Address) -> SegmentError {
 fn damaged_headers_give_typed_errors() {
     // (offset, bytes, check)
     type Check = fn(&SegmentError) -> bool;
-    let cases: [(u64, Vec<u8>, Check); 8] = [
+    let cases: [(u64, Vec<u8>, Check); 9] = [
         (0, b"NOTOURS!".to_vec(), |e| {
             matches!(e, SegmentError::Incompatible(Mismatch::Magic { .. }))
         }),
@@ -361,6 +361,16 @@ fn damaged_headers_give_typed_errors() {
                 SegmentError::Corrupted {
                     field: "init_state",
                     ..
+                }
+            )
+        }),
+        // A valid code, but not this object's backing (it is POSIX).
+        (60, 2u32.to_le_bytes().to_vec(), |e| {
+            matches!(
+                e,
+                SegmentError::Corrupted {
+                    field: "backing",
+                    value: 2
                 }
             )
         }),
@@ -471,4 +481,61 @@ fn random_headers_never_panic() {
         let result = Segment::open(&address, &OpenOptions::new().timeout(Duration::ZERO));
         assert!(result.is_err(), "round {round}: random bytes opened");
     }
+}
+
+#[test]
+fn a_fifo_in_dev_shm_is_refused_without_blocking() {
+    let address = unique_posix("fifo");
+    let path = shm_path(&address);
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let _file = RemoveFile(path);
+    let started = Instant::now();
+    assert!(matches!(
+        Segment::inspect(&address),
+        Err(SegmentError::Incompatible(Mismatch::NotRegularFile))
+    ));
+    assert!(matches!(
+        Segment::open(&address, &quick_open()),
+        Err(SegmentError::Incompatible(Mismatch::NotRegularFile))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // And `list` reports it instead of hanging.
+    let listed = ipcring::segment::list().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.address == address && l.info.is_err())
+    );
+}
+
+#[test]
+fn a_foreign_sysv_segment_is_never_removed() {
+    let Address::SysV(key) = unique_sysv() else {
+        unreachable!()
+    };
+    // A foreign program's segment: zero-filled, no header of ours.
+    // SAFETY: plain syscalls with integer arguments.
+    let id = unsafe { libc::shmget(key.get(), 8192, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    assert!(id >= 0);
+    struct Rmid(i32);
+    impl Drop for Rmid {
+        fn drop(&mut self) {
+            // SAFETY: IPC_RMID takes no buffer.
+            unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+    }
+    let _rmid = Rmid(id);
+    let address = Address::SysV(key);
+    assert!(matches!(
+        Segment::remove(&address),
+        Err(SegmentError::Incompatible(Mismatch::Magic { .. }))
+    ));
+    // Still there.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::shmget(key.get(), 0, 0) }, id);
+    // Not listed as ours either.
+    let listed = ipcring::segment::list().unwrap();
+    assert!(listed.iter().all(|l| l.address != address));
 }

@@ -116,6 +116,10 @@ pub enum Mismatch {
         /// The header's size.
         min: u64,
     },
+    /// The name is not a regular file (a FIFO or device someone put in
+    /// /dev/shm).
+    #[error("not a regular shared-memory file")]
+    NotRegularFile,
     /// A memfd that is not sealed against shrinking: its owner could make
     /// our mapping fault, so we refuse it.
     #[error("the memfd is not sealed against shrinking")]

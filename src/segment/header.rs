@@ -24,7 +24,7 @@
 //! all fields, then `magic`, then stores `init_state = INIT_READY` with
 //! Release; an opener loads `init_state` with Acquire before reading the rest.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use super::error::{Mismatch, SegmentError};
 use super::participants::ParticipantSlot;
@@ -163,19 +163,30 @@ impl Header {
 
     /// Whether the header is published; `Err` if it cannot be ours.
     pub fn readiness(&self) -> Result<Readiness, SegmentError> {
+        // `init_state` first: once it reads READY, the fence below makes the
+        // magic (written before it) visible. The load is Relaxed plus a
+        // fence rather than an Acquire load, because inspection maps the
+        // segment read-only.
+        let state = self.init_state.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release store of `init_state` in
+        // `initialize`, through the load above.
+        fence(Ordering::Acquire);
         let magic = self.magic.load(Ordering::Relaxed);
-        // Acquire: pairs with the Release store in `initialize`.
-        let state = self.init_state.load(Ordering::Acquire);
-        match (magic, state) {
-            (MAGIC, INIT_READY) => Ok(Readiness::Ready),
+        match (state, magic) {
+            (INIT_READY, MAGIC) => Ok(Readiness::Ready),
             // Fresh memory, or the creator is between its writes.
-            (0 | MAGIC, INIT_EMPTY) => Ok(Readiness::NotYet),
-            (0 | MAGIC, state) => Err(SegmentError::Corrupted {
+            (INIT_EMPTY, 0 | MAGIC) => Ok(Readiness::NotYet),
+            (_, 0 | MAGIC) => Err(SegmentError::Corrupted {
                 field: "init_state",
                 value: u64::from(state),
             }),
-            (found, _) => Err(Mismatch::Magic { found }.into()),
+            (_, found) => Err(Mismatch::Magic { found }.into()),
         }
+    }
+
+    /// Whether the object carries our magic (whatever its state).
+    pub fn is_ours(&self) -> bool {
+        self.magic.load(Ordering::Relaxed) == MAGIC
     }
 
     /// Checks a published header against the object's real size and the
@@ -183,6 +194,7 @@ impl Header {
     pub fn validate(
         &self,
         actual_size: u64,
+        actual_backing: BackingKind,
         expected_kind: Option<u32>,
     ) -> Result<Validated, SegmentError> {
         let layout_version = self.layout_version.load(Ordering::Relaxed);
@@ -223,10 +235,12 @@ impl Header {
             });
         }
         let backing_code = self.backing.load(Ordering::Relaxed);
-        let backing = BackingKind::from_code(backing_code).ok_or(SegmentError::Corrupted {
-            field: "backing",
-            value: u64::from(backing_code),
-        })?;
+        let backing = BackingKind::from_code(backing_code)
+            .filter(|&backing| backing == actual_backing)
+            .ok_or(SegmentError::Corrupted {
+                field: "backing",
+                value: u64::from(backing_code),
+            })?;
         let kind = self.kind.load(Ordering::Relaxed);
         if let Some(expected) = expected_kind {
             if kind != expected {

@@ -306,8 +306,8 @@ impl Segment {
             Address::SysV(key) => {
                 let id = sysv::lookup(key.get())
                     .map_err(|e| SegmentError::from_os("shmget", address, e))?;
-                let stat = sysv::stat(id)
-                    .map_err(|e| SegmentError::from_os("shmctl(IPC_STAT)", address, e))?;
+                let stat =
+                    sysv::stat(id).map_err(|e| sysv_error("shmctl(IPC_STAT)", address, e))?;
                 if stat.size < HEADER_SIZE as u64 {
                     return Err(Mismatch::TooSmall {
                         size: stat.size,
@@ -316,11 +316,15 @@ impl Segment {
                     .into());
                 }
                 let mapping = sysv::attach(id, stat.size as usize, Access::ReadOnly)
-                    .map_err(|e| SegmentError::from_os("shmat", address, e))?;
-                if let Err(e @ SegmentError::Incompatible(Mismatch::Magic { .. })) =
-                    header_of(&mapping).readiness()
-                {
-                    return Err(e);
+                    .map_err(|e| sysv_error("shmat", address, e))?;
+                // Only a segment that carries our magic is ours to remove; a
+                // foreign one (even one that starts with zeros) is left alone.
+                let header = header_of(&mapping);
+                if !header.is_ours() {
+                    return Err(match header.readiness() {
+                        Err(e @ SegmentError::Incompatible(_)) => e,
+                        _ => Mismatch::Magic { found: 0 }.into(),
+                    });
                 }
                 drop(mapping);
                 sysv::remove(id).map_err(|e| SegmentError::from_os("shmctl(IPC_RMID)", address, e))
@@ -347,6 +351,7 @@ impl Segment {
         let io = |op| move |source| SegmentError::Io { op, source };
         shm::fchmod(&fd, options.mode).map_err(io("fchmod"))?;
         shm::set_len(&fd, total as u64).map_err(io("ftruncate"))?;
+        shm::reserve(&fd, total as u64).map_err(io("posix_fallocate"))?;
         memfd::add_seals(&fd, memfd::SIZE_SEALS).map_err(io("fcntl(F_ADD_SEALS)"))?;
         let mapping = Mapping::map_fd(&fd, total, Access::ReadWrite).map_err(io("mmap"))?;
         Segment::initialize(mapping, Backing::Memfd { fd }, BackingKind::Memfd, options)
@@ -537,7 +542,8 @@ impl Segment {
             creator_uid: sys::process::uid(),
         };
         header_of(&mapping).initialize(&fields);
-        let validated = header_of(&mapping).validate(fields.total_size, Some(options.kind))?;
+        let validated =
+            header_of(&mapping).validate(fields.total_size, backing_kind, Some(options.kind))?;
         let mut segment = Segment {
             mapping,
             backing,
@@ -576,7 +582,12 @@ impl Segment {
                 }
             }
         }
-        let validated = header.validate(actual_size, options.kind)?;
+        let actual_backing = match backing {
+            Backing::Posix { .. } => BackingKind::Posix,
+            Backing::SysV { .. } => BackingKind::SysV,
+            Backing::Memfd { .. } => BackingKind::Memfd,
+        };
+        let validated = header.validate(actual_size, actual_backing, options.kind)?;
         let mut segment = Segment {
             mapping,
             backing,
@@ -641,10 +652,9 @@ pub fn list() -> Result<Vec<Listing>, SegmentError> {
         let info = Segment::inspect(&address);
         listings.push(Listing { address, info });
     }
-    let entries = sysv::list().map_err(|source| SegmentError::Io {
-        op: "read /proc/sysvipc/shm",
-        source,
-    })?;
+    // Without /proc/sysvipc (some containers) there are no SysV segments
+    // to list; the POSIX ones still are.
+    let entries = sysv::list().unwrap_or_default();
     for entry in entries {
         let Ok(key) = SysvKey::new(entry.key) else {
             continue;
@@ -675,6 +685,16 @@ fn header_of(mapping: &Mapping) -> &Header {
     // made only of atomics, so any bytes are a valid Header and all access is
     // atomic; and the reference lives no longer than the mapping.
     unsafe { &*mapping.as_ptr().cast::<Header>() }
+}
+
+/// Maps an error on a SysV id we just looked up: removed in between reads
+/// as `NotFound`.
+fn sysv_error(op: &'static str, address: &Address, source: std::io::Error) -> SegmentError {
+    if sysv::is_removed(&source) {
+        SegmentError::NotFound(address.to_string())
+    } else {
+        SegmentError::from_os(op, address, source)
+    }
 }
 
 fn check_min_size(size: u64) -> Result<(), SegmentError> {
@@ -739,6 +759,7 @@ fn create_posix(
     });
     let io = |op| move |source| SegmentError::Io { op, source };
     shm::set_len(&fd, total as u64).map_err(io("ftruncate"))?;
+    shm::reserve(&fd, total as u64).map_err(io("posix_fallocate"))?;
     let mapping = Mapping::map_fd(&fd, total, Access::ReadWrite).map_err(io("mmap"))?;
     let backing = Backing::Posix {
         name: name.clone(),
@@ -785,9 +806,13 @@ fn open_posix(
     let fd = shm::open(&c_name, options.access == Access::ReadWrite)
         .map_err(|e| SegmentError::from_os("shm_open", &address, e))?;
     let io = |op| move |source| SegmentError::Io { op, source };
+    let stat = shm::fstat(&fd).map_err(io("fstat"))?;
+    if !stat.regular {
+        return Err(Mismatch::NotRegularFile.into());
+    }
     // A creator sizes the object right after creating it: a zero size means
     // it has not got there yet.
-    let mut size = shm::fstat(&fd).map_err(io("fstat"))?.size;
+    let mut size = stat.size;
     while size == 0 {
         if deadline.has_passed() {
             return Err(SegmentError::NotReady {
@@ -814,10 +839,10 @@ fn open_sysv(
     let address = Address::SysV(key);
     let id = sysv::lookup(key.get()).map_err(|e| SegmentError::from_os("shmget", &address, e))?;
     let size = sysv::stat(id)
-        .map_err(|e| SegmentError::from_os("shmctl(IPC_STAT)", &address, e))?
+        .map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?
         .size;
     check_min_size(size)?;
     let mapping = sysv::attach(id, size as usize, options.access)
-        .map_err(|e| SegmentError::from_os("shmat", &address, e))?;
+        .map_err(|e| sysv_error("shmat", &address, e))?;
     Segment::attach(mapping, Backing::SysV { key, id }, size, options, deadline)
 }

@@ -95,9 +95,11 @@ impl Default for WaitStrategy {
 /// | 0      | `epoch`    | notifiers (`fetch_add`)   | bumped before each futex wake; wraps |
 /// | 4      | `sleepers` | waiters (`+1` / `-1`)     | waiters between W2 and W6     |
 ///
-/// A corrupted `sleepers` only costs spurious syscalls (too high) or is
-/// repaired by the waiters' next increment; it can never make a wait read
-/// out of bounds.
+/// A corrupted `sleepers` can never make a wait read out of bounds. Too
+/// high, it costs a syscall per notify (as does a waiter killed while
+/// asleep, which never decrements). Scribbled to `u32::MAX`, the next
+/// waiter's increment wraps it to zero and a notify may be skipped: waits
+/// with a deadline still end, which is why the channels wait in slices.
 ///
 /// ```
 /// use std::sync::Arc;

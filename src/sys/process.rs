@@ -63,11 +63,20 @@ pub fn is_alive(pid: u32, start_ticks_low: u32) -> bool {
         Ok(Some(stat)) => {
             stat.start_ticks as u32 == start_ticks_low && !matches!(stat.state, b'Z' | b'X' | b'x')
         }
-        Ok(None) => false,
-        // /proc unreadable (hidepid, say): fall back to kill(pid, 0), which
-        // cannot see pid reuse but never calls a live process dead.
-        Err(_) => signal_probe(pid),
+        // No /proc entry: gone, unless /proc hides other users' processes
+        // (hidepid), which kill(pid, 0) sees through. That fallback cannot
+        // tell a reused pid, but it never calls a live process dead.
+        Ok(None) | Err(_) => signal_probe(pid),
     }
+}
+
+/// Restores the default action for SIGPIPE (the Rust runtime ignores it),
+/// so that a command-line tool writing into a closed pipe ends quietly, as
+/// `ls | head` expects, instead of failing on EPIPE.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler
+    // and has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 fn signal_probe(pid: u32) -> bool {

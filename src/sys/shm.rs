@@ -19,6 +19,8 @@ pub struct FdStat {
     pub mode: u32,
     /// Owner.
     pub uid: u32,
+    /// Whether it is a regular file (not a FIFO, device or directory).
+    pub regular: bool,
 }
 
 /// Creates `name` (which starts with `/`) exclusively with exactly `mode`
@@ -31,18 +33,23 @@ pub fn create_exclusive(name: &CStr, mode: u32) -> io::Result<OwnedFd> {
     )?;
     // The file was created with `mode & !umask`, a subset of `mode`, so
     // there is no window in which it is more open than asked.
-    fchmod(fd.as_fd(), mode)?;
+    if let Err(e) = fchmod(fd.as_fd(), mode) {
+        let _ = unlink(name);
+        return Err(e);
+    }
     Ok(fd)
 }
 
-/// Opens an existing `name`.
+/// Opens an existing `name`. `O_NONBLOCK`: anyone may put a FIFO in
+/// /dev/shm, and a plain open of a FIFO blocks until a writer comes; the
+/// caller checks that the result is a regular file.
 pub fn open(name: &CStr, writable: bool) -> io::Result<OwnedFd> {
     let access = if writable {
         libc::O_RDWR
     } else {
         libc::O_RDONLY
     };
-    open_raw(name, access | libc::O_CLOEXEC, 0)
+    open_raw(name, access | libc::O_CLOEXEC | libc::O_NONBLOCK, 0)
 }
 
 fn open_raw(name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
@@ -71,6 +78,19 @@ pub fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
     .map(drop)
 }
 
+/// Allocates the object's pages now, so that a full tmpfs fails here with
+/// ENOSPC instead of faulting (SIGBUS) on the first touch of the mapping.
+pub fn reserve(fd: impl AsFd, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain syscall on a borrowed descriptor; it returns the error
+    // number instead of setting errno.
+    match unsafe { libc::posix_fallocate(fd.as_fd().as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
 /// Sets the permission bits.
 pub fn fchmod(fd: impl AsFd, mode: u32) -> io::Result<()> {
     // SAFETY: plain syscall on a descriptor we borrow for the call.
@@ -87,6 +107,7 @@ pub fn fstat(fd: impl AsFd) -> io::Result<FdStat> {
         size: st.st_size as u64,
         mode: st.st_mode & 0o777,
         uid: st.st_uid,
+        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
     })
 }
 

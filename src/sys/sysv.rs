@@ -44,6 +44,12 @@ pub fn key_from_path(path: &Path, project_id: u8) -> io::Result<i32> {
     Ok(key as i32)
 }
 
+/// Whether an error from `shmat` or `shmctl` on an id we just looked up
+/// means the segment was removed in between.
+pub fn is_removed(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EIDRM | libc::EINVAL))
+}
+
 /// Creates a segment for `key` exclusively; returns its id.
 pub fn create_exclusive(key: i32, size: usize, mode: u32) -> io::Result<i32> {
     let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
