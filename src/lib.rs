@@ -22,7 +22,10 @@
 compile_error!("ipcring uses futexes, memfd and /proc: it supports Linux only");
 
 #[cfg(not(loom))]
+pub mod channel;
+#[cfg(not(loom))]
 pub mod platform;
+pub mod ring;
 #[cfg(not(loom))]
 pub mod segment;
 pub mod sync;

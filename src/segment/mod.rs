@@ -35,7 +35,7 @@ use std::time::Duration;
 pub use address::{Address, MAX_NAME_LEN, POSIX_PREFIX, PosixName, SysvKey};
 pub use error::{Mismatch, SegmentError};
 pub use header::{BackingKind, HEADER_SIZE, LAYOUT_VERSION, MAX_PARTICIPANTS};
-pub use participants::Participant;
+pub use participants::{Participant, ProcessIdentity};
 
 use crate::sync::{Deadline, WaitWord};
 use crate::sys::map::{Access, Mapping};

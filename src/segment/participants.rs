@@ -36,6 +36,41 @@ pub struct Participant {
     pub attached_realtime_ns: u64,
 }
 
+/// A process, named so that a reused pid is not mistaken for it: the pid
+/// and the low 32 bits of its start time, packed in one word that fits an
+/// atomic in shared memory. Zero is no process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessIdentity(u64);
+
+impl ProcessIdentity {
+    /// This process.
+    pub fn current() -> ProcessIdentity {
+        ProcessIdentity(own_identity())
+    }
+
+    /// The packed word (never zero).
+    pub fn to_word(self) -> u64 {
+        self.0
+    }
+
+    /// Unpacks a word read from shared memory; `None` for zero.
+    pub fn from_word(word: u64) -> Option<ProcessIdentity> {
+        (word != 0).then_some(ProcessIdentity(word))
+    }
+
+    /// The pid.
+    pub fn pid(self) -> u32 {
+        split(self.0).0
+    }
+
+    /// Whether this very process still runs (not a zombie, not a reused
+    /// pid). Reads /proc: microseconds, so keep it off fast paths.
+    pub fn is_alive(self) -> bool {
+        let (pid, start_low) = split(self.0);
+        pid != 0 && sys::process::is_alive(pid, start_low)
+    }
+}
+
 /// This process's identity word.
 pub(crate) fn own_identity() -> u64 {
     identity(sys::process::pid(), sys::process::own_start_ticks())

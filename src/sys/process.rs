@@ -23,16 +23,39 @@ pub struct ProcStat {
     pub start_ticks: u64,
 }
 
-/// Reads `/proc/PID/stat`. `Ok(None)` means no such process.
+/// Reads `/proc/PID/stat`. `Ok(None)` means no such process. It allocates
+/// nothing (stack buffers only), so liveness checks on a channel's slow
+/// path keep the no-allocation promise.
 pub fn proc_stat(pid: u32) -> io::Result<Option<ProcStat>> {
-    let text = match std::fs::read(format!("/proc/{pid}/stat")) {
-        Ok(text) => text,
+    use std::io::{Read, Write};
+    let mut path = [0u8; 32];
+    let path_len = {
+        let mut cursor = &mut path[..];
+        write!(cursor, "/proc/{pid}/stat")?;
+        32 - cursor.len()
+    };
+    let path = std::str::from_utf8(&path[..path_len])
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // The process exited between the open and the read.
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok(parse_stat(&text))
+    // The fields we need (up to the 22nd) come within the first few hundred
+    // bytes; a longer line is cut, which the parser tolerates.
+    let mut text = [0u8; 1024];
+    let mut len = 0;
+    while len < text.len() {
+        match file.read(&mut text[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The process exited between the open and the read.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(parse_stat(&text[..len]))
 }
 
 /// Parses the fields after the command name, which may itself hold spaces

@@ -1,0 +1,592 @@
+//! Channels: the endpoints users hold, over rings in shared segments.
+//!
+//! This module owns what users see: senders and receivers with role checks,
+//! disconnection (a peer that leaves, or dies without leaving), typed
+//! per-operation errors, and the try / blocking / timed forms of each
+//! operation. It must never touch ring memory except through the `ring`
+//! API, nor call the OS except through `segment`.
+//!
+//! A channel segment's user area starts with an [`Endpoints`] table (one
+//! page), and the ring follows:
+//!
+//! | offset | field               | written by | meaning |
+//! |--------|---------------------|------------|---------|
+//! | 0      | `ready`             | creator    | [`READY`] once the ring is initialised |
+//! | 8      | `producers.census`  | producers, reapers | `ever << 32 \| live`: endpoints ever attached and attached now |
+//! | 16     | `producers.slots`   | each producer its own | 31 × [`ProcessIdentity`] words, 0 = free |
+//! | 264    | `consumers.census`  | consumers, reapers | as for producers |
+//! | 272    | `consumers.slots`   | each consumer its own | as for producers |
+//! | 4096   | ring                | the ring's rules | see `ring::spsc`, `ring::mpmc` |
+//!
+//! A side is *disconnected* when someone of it has attached and none is
+//! attached now. Leaving frees the slot at once; a process that dies
+//! without leaving is found by a reaper: any endpoint that finds the ring
+//! full or empty checks the other side's slots against `/proc` (at most
+//! every 50 ms), and a blocked endpoint waits in slices of at most 100 ms,
+//! checking between them. So a blocked peer notices a killed process within
+//! about 150 ms.
+
+pub mod error;
+pub mod mpmc;
+pub mod spsc;
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use error::{
+    ChannelError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+
+use crate::ring::Region;
+use crate::segment::{
+    Address, CreateOptions, OpenOptions, ProcessIdentity, Segment, SegmentError, Shareable,
+};
+use crate::sync::{Deadline, WaitStrategy};
+
+/// Where the ring starts in a channel segment's user area.
+pub const RING_OFFSET: usize = 4096;
+/// Endpoint slots per side.
+pub const MAX_ENDPOINTS: usize = 31;
+/// `Endpoints::ready` once the creator has initialised the ring ("RINGREDY").
+pub const READY: u64 = u64::from_le_bytes(*b"RINGREDY");
+
+/// How long a blocked endpoint sleeps before checking for dead peers.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// How often an endpoint that finds the ring full or empty checks `/proc`.
+const REAP_INTERVAL: Duration = Duration::from_millis(50);
+
+const LIVE_MASK: u64 = 0xffff_ffff;
+const EVER_ONE: u64 = 1 << 32;
+
+/// One side's table.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RoleTable {
+    census: AtomicU64,
+    slots: [AtomicU64; MAX_ENDPOINTS],
+}
+
+/// The endpoint tables at the start of a channel segment.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Endpoints {
+    ready: AtomicU64,
+    producers: RoleTable,
+    consumers: RoleTable,
+}
+
+// SAFETY: #[repr(C)] aggregates of AtomicU64 and nothing else.
+unsafe impl Shareable for RoleTable {}
+// SAFETY: as above.
+unsafe impl Shareable for Endpoints {}
+
+impl RoleTable {
+    /// Someone attached once and nobody is attached now.
+    fn is_gone(&self) -> bool {
+        // Acquire: pairs with the Release `fetch_sub` in `free`, so what the
+        // last endpoint published before leaving is visible to us.
+        let census = self.census.load(Ordering::Acquire);
+        census >> 32 != 0 && census & LIVE_MASK == 0
+    }
+
+    fn claim(&self, index: usize, expected: u64, identity: u64) -> bool {
+        let Some(slot) = self.slots.get(index) else {
+            return false;
+        };
+        // Acquire: pairs with the Release store in `free`, so a successor
+        // sees what its predecessor did.
+        if slot
+            .compare_exchange(expected, identity, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        if expected == 0 {
+            self.census.fetch_add(EVER_ONE | 1, Ordering::Relaxed);
+        } else {
+            // A takeover: the dead holder's place becomes ours.
+            self.census.fetch_add(EVER_ONE, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Frees slot `index` if it holds `identity`; true if this call freed it.
+    fn free(&self, index: usize, identity: u64) -> bool {
+        let Some(slot) = self.slots.get(index) else {
+            return false;
+        };
+        // Release: pairs with the Acquire in `claim` and in `is_gone`:
+        // everything this endpoint published happens before its leaving.
+        if slot
+            .compare_exchange(identity, 0, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            // Release: pairs with the Acquire load in `is_gone`.
+            self.census.fetch_sub(1, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Frees the slots of dead processes; returns how many.
+    fn reap(&self) -> usize {
+        let mut reaped = 0;
+        for (index, slot) in self.slots.iter().enumerate() {
+            let word = slot.load(Ordering::Relaxed);
+            if let Some(holder) = ProcessIdentity::from_word(word) {
+                if !holder.is_alive() && self.free(index, word) {
+                    reaped += 1;
+                }
+            }
+        }
+        reaped
+    }
+}
+
+/// Which side an endpoint is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Producer,
+    Consumer,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        }
+    }
+}
+
+/// Options for creating a channel segment.
+#[derive(Clone, Debug)]
+pub struct ChannelOptions {
+    mode: u32,
+    strategy: WaitStrategy,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> ChannelOptions {
+        ChannelOptions {
+            mode: 0o600,
+            strategy: WaitStrategy::default(),
+        }
+    }
+}
+
+impl ChannelOptions {
+    /// Owner-only segment, spin-then-park waiting.
+    pub fn new() -> ChannelOptions {
+        ChannelOptions::default()
+    }
+
+    /// Permission bits of a created segment.
+    pub fn mode(mut self, mode: u32) -> ChannelOptions {
+        self.mode = mode;
+        self
+    }
+
+    /// How the endpoint waits in blocking operations.
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> ChannelOptions {
+        self.strategy = strategy;
+        self
+    }
+}
+
+/// Creates a segment (named, or anonymous when `address` is `None`) with
+/// room for endpoint tables and a ring of `ring_bytes`, lets `init` build
+/// the ring, then publishes it.
+pub(crate) fn create_segment(
+    address: Option<&Address>,
+    kind: u32,
+    ring_bytes: usize,
+    options: &ChannelOptions,
+    init: impl FnOnce(Region) -> Result<(), crate::ring::RingError>,
+) -> Result<Segment, ChannelError> {
+    let size = RING_OFFSET
+        .checked_add(ring_bytes)
+        .ok_or(SegmentError::InvalidOptions {
+            reason: "the ring is too large",
+        })?;
+    let create = CreateOptions::new(size)
+        .kind(kind)
+        .mode(options.mode)
+        .register(true);
+    let segment = match address {
+        Some(address) => Segment::create(address, &create)?,
+        None => Segment::create_anonymous(&create)?,
+    };
+    let made = ring_region(&segment).and_then(|region| Ok(init(region)?));
+    if let Err(e) = made {
+        if let Some(address) = address {
+            let _ = Segment::remove(address);
+        }
+        return Err(e);
+    }
+    let endpoints: &Endpoints = segment.view(0)?;
+    // Release: pairs with the Acquire load in `wait_ready`: the ring's
+    // initialisation happens before any endpoint attaches.
+    endpoints.ready.store(READY, Ordering::Release);
+    Ok(segment)
+}
+
+/// The ring's part of a channel segment.
+fn ring_region(segment: &Segment) -> Result<Region, ChannelError> {
+    let len = segment
+        .user_len()
+        .checked_sub(RING_OFFSET)
+        .ok_or(SegmentError::InvalidOptions {
+            reason: "the segment is too small for a channel",
+        })?;
+    let ptr = NonNull::new(segment.user_ptr().wrapping_add(RING_OFFSET)).ok_or(
+        SegmentError::InvalidOptions {
+            reason: "the segment has no user area",
+        },
+    )?;
+    // SAFETY: the range lies inside the segment's user area, which stays
+    // mapped while the segment lives; every endpoint keeps its segment
+    // alive as long as its ring handle, and reaches the ring only through
+    // ring handles.
+    Ok(unsafe { Region::new(ptr, len) })
+}
+
+/// Opens a named channel segment of `kind`.
+pub(crate) fn open_segment(address: &Address, kind: u32) -> Result<Segment, ChannelError> {
+    Ok(Segment::open(address, &OpenOptions::new().kind(kind))?)
+}
+
+/// What every endpoint holds: its segment, its slot, how it waits.
+pub(crate) struct Endpoint {
+    tables: NonNull<Endpoints>,
+    role: Role,
+    slot: usize,
+    identity: u64,
+    strategy: WaitStrategy,
+    next_reap: Instant,
+    // Last: the tables point into its mapping.
+    segment: Segment,
+}
+
+// SAFETY: the table pointer targets the segment's mapping, which the
+// endpoint owns and which may be used from any thread; all accesses are
+// atomic.
+unsafe impl Send for Endpoint {}
+
+impl Endpoint {
+    /// Waits for the ring to be published, then claims a slot on `role`'s
+    /// side: slot 0 only (taking it over from a dead holder) if `exclusive`.
+    pub(crate) fn attach(
+        segment: Segment,
+        role: Role,
+        exclusive: bool,
+        strategy: WaitStrategy,
+    ) -> Result<(Endpoint, Region), ChannelError> {
+        let tables = NonNull::from(segment.view::<Endpoints>(0)?);
+        let region = ring_region(&segment)?;
+        // SAFETY: `tables` points into the segment's mapping, alive here.
+        wait_ready(unsafe { tables.as_ref() })?;
+        let identity = ProcessIdentity::current().to_word();
+        // SAFETY: as above.
+        let table = select(unsafe { tables.as_ref() }, role);
+        let slot = if exclusive {
+            claim_exclusive(table, role, identity)?
+        } else {
+            claim_any(table, role, identity)?
+        };
+        let endpoint = Endpoint {
+            tables,
+            role,
+            slot,
+            identity,
+            strategy,
+            next_reap: Instant::now(),
+            segment,
+        };
+        Ok((endpoint, region))
+    }
+
+    fn tables(&self) -> &Endpoints {
+        // SAFETY: points into `self.segment`'s mapping, alive as long as self.
+        unsafe { self.tables.as_ref() }
+    }
+
+    /// The other side's table.
+    pub(crate) fn peers(&self) -> &RoleTable {
+        match self.role {
+            Role::Producer => &self.tables().consumers,
+            Role::Consumer => &self.tables().producers,
+        }
+    }
+
+    /// The fast check: the other side attached once and nobody is there.
+    #[inline]
+    pub(crate) fn peer_gone(&self) -> bool {
+        self.peers().is_gone()
+    }
+
+    /// The slow check, when the ring is full or empty: also looks for
+    /// peers that died without leaving (at most every 50 ms).
+    #[cold]
+    pub(crate) fn peer_gone_or_dead(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.next_reap {
+            self.next_reap = now + REAP_INTERVAL;
+            self.peers().reap();
+        }
+        self.peer_gone()
+    }
+
+    /// The next wait slice, or `None` once `deadline` has passed.
+    pub(crate) fn slice(&self, deadline: Option<Deadline>) -> Option<Deadline> {
+        let slice = Deadline::after(WAIT_SLICE);
+        match deadline {
+            None => Some(slice),
+            Some(deadline) if deadline.has_passed() => None,
+            Some(deadline) => Some(slice.min(deadline)),
+        }
+    }
+
+    pub(crate) fn strategy(&self) -> WaitStrategy {
+        self.strategy
+    }
+
+    pub(crate) fn set_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// Leaves the table. Callers wake the other side afterwards.
+    pub(crate) fn leave(&mut self) {
+        if ProcessIdentity::current().to_word() == self.identity {
+            select(self.tables(), self.role).free(self.slot, self.identity);
+        }
+    }
+}
+
+fn select(tables: &Endpoints, role: Role) -> &RoleTable {
+    match role {
+        Role::Producer => &tables.producers,
+        Role::Consumer => &tables.consumers,
+    }
+}
+
+fn wait_ready(tables: &Endpoints) -> Result<(), ChannelError> {
+    let deadline = Deadline::after(Duration::from_secs(1));
+    // Acquire: pairs with the Release store in `create_segment`.
+    while tables.ready.load(Ordering::Acquire) != READY {
+        if deadline.has_passed() {
+            return Err(ChannelError::NotReady);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+fn claim_exclusive(table: &RoleTable, role: Role, identity: u64) -> Result<usize, ChannelError> {
+    for _ in 0..8 {
+        let holder = table.slots[0].load(Ordering::Relaxed);
+        match ProcessIdentity::from_word(holder) {
+            None if table.claim(0, 0, identity) => return Ok(0),
+            None => continue,
+            Some(process) if !process.is_alive() => {
+                if table.claim(0, holder, identity) {
+                    return Ok(0);
+                }
+            }
+            Some(process) => {
+                return Err(ChannelError::RoleTaken {
+                    role: role.name(),
+                    pid: process.pid(),
+                });
+            }
+        }
+    }
+    // Eight lost races in a row: others keep taking and leaving the slot.
+    let pid =
+        ProcessIdentity::from_word(table.slots[0].load(Ordering::Relaxed)).map_or(0, |p| p.pid());
+    Err(ChannelError::RoleTaken {
+        role: role.name(),
+        pid,
+    })
+}
+
+fn claim_any(table: &RoleTable, role: Role, identity: u64) -> Result<usize, ChannelError> {
+    for attempt in 0..2 {
+        for index in 0..MAX_ENDPOINTS {
+            if table.claim(index, 0, identity) {
+                return Ok(index);
+            }
+        }
+        if attempt == 0 {
+            table.reap();
+        }
+    }
+    Err(ChannelError::TooManyEndpoints {
+        role: role.name(),
+        capacity: MAX_ENDPOINTS,
+    })
+}
+
+/// A ring's producing end, as the send loops need it.
+pub(crate) trait PushEnd<T> {
+    /// `Ok`, or the item back with whether the ring was corrupt.
+    fn push(&mut self, item: T) -> Result<(), (T, bool)>;
+    fn wait_space(
+        &mut self,
+        strategy: WaitStrategy,
+        until: Deadline,
+        stop: &mut dyn FnMut() -> bool,
+    );
+}
+
+/// A ring's consuming end, as the receive loops need it.
+pub(crate) trait PopEnd<T> {
+    fn pop(&mut self) -> Result<Option<T>, crate::ring::Corruption>;
+    fn wait_data(
+        &mut self,
+        strategy: WaitStrategy,
+        until: Deadline,
+        stop: &mut dyn FnMut() -> bool,
+    );
+}
+
+/// One try: full is `Full`, a departed receiver side is `Disconnected`.
+#[inline]
+pub(crate) fn try_send<T>(
+    ring: &mut impl PushEnd<T>,
+    endpoint: &mut Endpoint,
+    item: T,
+) -> Result<(), TrySendError<T>> {
+    if endpoint.peer_gone() {
+        return Err(TrySendError::Disconnected(item));
+    }
+    match ring.push(item) {
+        Ok(()) => Ok(()),
+        Err((item, true)) => Err(TrySendError::Corrupted(item)),
+        Err((item, false)) if endpoint.peer_gone_or_dead() => Err(TrySendError::Disconnected(item)),
+        Err((item, false)) => Err(TrySendError::Full(item)),
+    }
+}
+
+/// How many clock-free polls a blocking call makes before it reads the
+/// clock (for deadlines and the reaper): a peer that answers within a few
+/// hundred nanoseconds is met here, at the cost of a load per poll.
+fn clock_free_polls(strategy: WaitStrategy) -> u32 {
+    match strategy {
+        WaitStrategy::BusySpin => 1024,
+        WaitStrategy::SpinThenPark { spins, .. } => spins.min(1024),
+        WaitStrategy::Park => 0,
+    }
+}
+
+/// Sends, waiting for room for `timeout` (or forever).
+pub(crate) fn send<T>(
+    ring: &mut impl PushEnd<T>,
+    endpoint: &mut Endpoint,
+    mut item: T,
+    timeout: Option<Duration>,
+) -> Result<(), SendTimeoutError<T>> {
+    if endpoint.peer_gone() {
+        return Err(SendTimeoutError::Disconnected(item));
+    }
+    for _ in 0..clock_free_polls(endpoint.strategy()) {
+        match ring.push(item) {
+            Ok(()) => return Ok(()),
+            Err((back, true)) => return Err(SendTimeoutError::Corrupted(back)),
+            Err((back, false)) => item = back,
+        }
+        std::hint::spin_loop();
+    }
+    let deadline = timeout.map(Deadline::after);
+    loop {
+        match try_send(ring, endpoint, item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(back)) => item = back,
+            Err(TrySendError::Disconnected(back)) => {
+                return Err(SendTimeoutError::Disconnected(back));
+            }
+            Err(TrySendError::Corrupted(back)) => return Err(SendTimeoutError::Corrupted(back)),
+        }
+        let Some(until) = endpoint.slice(deadline) else {
+            return Err(SendTimeoutError::Timeout(item));
+        };
+        let peers = endpoint.peers() as *const RoleTable;
+        // SAFETY: the table lives in the endpoint's segment, alive for this
+        // call; the closure only loads atomics.
+        let mut stop = || unsafe { (*peers).is_gone() };
+        ring.wait_space(endpoint.strategy(), until, &mut stop);
+    }
+}
+
+/// One try. An empty ring whose senders have all left reports
+/// `Disconnected` only after a last look, so nothing sent is lost.
+#[inline]
+pub(crate) fn try_recv<T>(
+    ring: &mut impl PopEnd<T>,
+    endpoint: &mut Endpoint,
+) -> Result<T, TryRecvError> {
+    if let Some(item) = ring.pop()? {
+        return Ok(item);
+    }
+    if !endpoint.peer_gone_or_dead() {
+        return Err(TryRecvError::Empty);
+    }
+    // The last sender's leaving (Release) was seen (Acquire): everything it
+    // pushed is visible now.
+    match ring.pop()? {
+        Some(item) => Ok(item),
+        None => Err(TryRecvError::Disconnected),
+    }
+}
+
+/// Receives, waiting for `timeout` (or forever).
+pub(crate) fn recv<T>(
+    ring: &mut impl PopEnd<T>,
+    endpoint: &mut Endpoint,
+    timeout: Option<Duration>,
+) -> Result<T, RecvTimeoutError> {
+    for _ in 0..clock_free_polls(endpoint.strategy()) {
+        if let Some(item) = ring.pop()? {
+            return Ok(item);
+        }
+        std::hint::spin_loop();
+    }
+    let deadline = timeout.map(Deadline::after);
+    loop {
+        match try_recv(ring, endpoint) {
+            Ok(item) => return Ok(item),
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Corrupted(c)) => return Err(RecvTimeoutError::Corrupted(c)),
+        }
+        let Some(until) = endpoint.slice(deadline) else {
+            return Err(RecvTimeoutError::Timeout);
+        };
+        let peers = endpoint.peers() as *const RoleTable;
+        // SAFETY: as in `send`.
+        let mut stop = || unsafe { (*peers).is_gone() };
+        ring.wait_data(endpoint.strategy(), until, &mut stop);
+    }
+}
+
+pub(crate) fn blocking_send_error<T>(e: SendTimeoutError<T>) -> SendError<T> {
+    match e {
+        SendTimeoutError::Disconnected(t) => SendError::Disconnected(t),
+        // Without a deadline there is no timeout; keep the item either way.
+        SendTimeoutError::Corrupted(t) | SendTimeoutError::Timeout(t) => SendError::Corrupted(t),
+    }
+}
+
+pub(crate) fn blocking_recv_error(e: RecvTimeoutError) -> RecvError {
+    match e {
+        RecvTimeoutError::Corrupted(c) => RecvError::Corrupted(c),
+        RecvTimeoutError::Disconnected | RecvTimeoutError::Timeout => RecvError::Disconnected,
+    }
+}

@@ -1,0 +1,197 @@
+//! A multi-producer multi-consumer channel of `Pod` items over
+//! [`ring::mpmc`](crate::ring::mpmc): up to 31 senders and 31 receivers,
+//! each item delivered to exactly one receiver.
+//!
+//! ```
+//! use ipcring::channel::mpmc::{Receiver, Sender};
+//! use ipcring::channel::ChannelOptions;
+//! use ipcring::segment::{Address, Segment};
+//!
+//! let address: Address = format!("doc-mpmc-{}", std::process::id()).parse()?;
+//! let mut a = Sender::<u32>::create(&address, 64, &ChannelOptions::new())?;
+//! let mut b = Sender::<u32>::open(&address)?;
+//! let mut rx = Receiver::<u32>::open(&address)?;
+//! a.send(1).unwrap();
+//! b.send(2).unwrap();
+//! assert_eq!(rx.recv().unwrap() + rx.recv().unwrap(), 3);
+//! Segment::remove(&address)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::time::Duration;
+
+use super::{
+    ChannelError, ChannelOptions, Endpoint, PopEnd, PushEnd, RecvError, RecvTimeoutError, Role,
+    SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
+use crate::ring::mpmc::{MpmcHandle, MpmcRing, PushError};
+use crate::ring::{Corruption, Pod};
+use crate::segment::{Address, Segment};
+use crate::sync::{Deadline, WaitStrategy};
+
+/// The segment kind of an MPMC channel ("MPMC").
+pub const KIND: u32 = u32::from_le_bytes(*b"MPMC");
+
+/// Creates a channel segment for `capacity` items of `T` without attaching;
+/// `None` makes an anonymous (memfd) segment.
+pub fn create_segment<T: Pod>(
+    address: Option<&Address>,
+    capacity: usize,
+    options: &ChannelOptions,
+) -> Result<Segment, ChannelError> {
+    let bytes = MpmcRing::<T>::required_size(capacity)?;
+    super::create_segment(address, KIND, bytes, options, |region| {
+        // SAFETY: the segment is new and its ring is not published yet.
+        unsafe { MpmcRing::<T>::init(region, capacity) }
+    })
+}
+
+struct Ring<T>(MpmcHandle<T>);
+
+impl<T: Pod> PushEnd<T> for Ring<T> {
+    #[inline]
+    fn push(&mut self, item: T) -> Result<(), (T, bool)> {
+        self.0.try_push(item).map_err(|e| match e {
+            PushError::Full(t) => (t, false),
+            PushError::Corrupted(t, _) => (t, true),
+        })
+    }
+
+    fn wait_space(
+        &mut self,
+        strategy: WaitStrategy,
+        until: Deadline,
+        stop: &mut dyn FnMut() -> bool,
+    ) {
+        self.0.wait_for_space(strategy, Some(until), stop);
+    }
+}
+
+impl<T: Pod> PopEnd<T> for Ring<T> {
+    #[inline]
+    fn pop(&mut self) -> Result<Option<T>, Corruption> {
+        match self.0.try_pop() {
+            Ok(item) => Ok(Some(item)),
+            Err(crate::ring::mpmc::PopError::Empty) => Ok(None),
+            Err(crate::ring::mpmc::PopError::Corrupted(c)) => Err(c),
+        }
+    }
+
+    fn wait_data(
+        &mut self,
+        strategy: WaitStrategy,
+        until: Deadline,
+        stop: &mut dyn FnMut() -> bool,
+    ) {
+        self.0.wait_for_data(strategy, Some(until), stop);
+    }
+}
+
+macro_rules! common {
+    ($end:ident, $role:expr) => {
+        impl<T: Pod> $end<T> {
+            /// Creates a named channel and attaches to it.
+            pub fn create(
+                address: &Address,
+                capacity: usize,
+                options: &ChannelOptions,
+            ) -> Result<$end<T>, ChannelError> {
+                let segment = create_segment::<T>(Some(address), capacity, options)?;
+                $end::attach_with(segment, options.strategy)
+            }
+
+            /// Opens a named channel.
+            pub fn open(address: &Address) -> Result<$end<T>, ChannelError> {
+                $end::attach(super::open_segment(address, KIND)?)
+            }
+
+            /// Attaches to a channel segment (named, SysV or memfd).
+            pub fn attach(segment: Segment) -> Result<$end<T>, ChannelError> {
+                $end::attach_with(segment, WaitStrategy::default())
+            }
+
+            fn attach_with(
+                segment: Segment,
+                strategy: WaitStrategy,
+            ) -> Result<$end<T>, ChannelError> {
+                let (endpoint, region) = Endpoint::attach(segment, $role, false, strategy)?;
+                let ring = Ring(MpmcHandle::attach(region)?);
+                Ok($end { ring, endpoint })
+            }
+
+            /// How blocking operations wait.
+            pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+                self.endpoint.set_strategy(strategy);
+            }
+
+            /// Whether the other side has left entirely (or was found dead).
+            pub fn is_disconnected(&mut self) -> bool {
+                self.endpoint.peer_gone_or_dead()
+            }
+
+            /// The segment.
+            pub fn segment(&self) -> &Segment {
+                self.endpoint.segment()
+            }
+        }
+
+        impl<T: Pod> Drop for $end<T> {
+            fn drop(&mut self) {
+                self.endpoint.leave();
+                self.ring.0.wake_all();
+            }
+        }
+    };
+}
+
+/// A sending end; up to 31 may be attached at once.
+pub struct Sender<T: Pod> {
+    ring: Ring<T>,
+    endpoint: Endpoint,
+}
+
+/// A receiving end; up to 31 may be attached at once.
+pub struct Receiver<T: Pod> {
+    ring: Ring<T>,
+    endpoint: Endpoint,
+}
+
+common!(Sender, Role::Producer);
+common!(Receiver, Role::Consumer);
+
+impl<T: Pod> Sender<T> {
+    /// Sends without blocking.
+    #[inline]
+    pub fn try_send(&mut self, item: T) -> Result<(), TrySendError<T>> {
+        super::try_send(&mut self.ring, &mut self.endpoint, item)
+    }
+
+    /// Sends, waiting for room as long as it takes.
+    pub fn send(&mut self, item: T) -> Result<(), SendError<T>> {
+        super::send(&mut self.ring, &mut self.endpoint, item, None)
+            .map_err(super::blocking_send_error)
+    }
+
+    /// Sends, waiting for room at most `timeout`.
+    pub fn send_timeout(&mut self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        super::send(&mut self.ring, &mut self.endpoint, item, Some(timeout))
+    }
+}
+
+impl<T: Pod> Receiver<T> {
+    /// Receives without blocking.
+    #[inline]
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        super::try_recv(&mut self.ring, &mut self.endpoint)
+    }
+
+    /// Receives, waiting as long as it takes.
+    pub fn recv(&mut self) -> Result<T, RecvError> {
+        super::recv(&mut self.ring, &mut self.endpoint, None).map_err(super::blocking_recv_error)
+    }
+
+    /// Receives, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        super::recv(&mut self.ring, &mut self.endpoint, Some(timeout))
+    }
+}

@@ -1,0 +1,273 @@
+//! A single-producer single-consumer channel of `Pod` items over
+//! [`ring::spsc`](crate::ring::spsc).
+//!
+//! ```
+//! use ipcring::channel::spsc::{Receiver, Sender};
+//! use ipcring::channel::ChannelOptions;
+//! use ipcring::segment::{Address, Segment};
+//!
+//! let address: Address = format!("doc-spsc-{}", std::process::id()).parse()?;
+//! let mut tx = Sender::<u64>::create(&address, 1024, &ChannelOptions::new())?;
+//! let mut rx = Receiver::<u64>::open(&address)?; // usually in another process
+//! tx.send(7).unwrap();
+//! assert_eq!(rx.recv().unwrap(), 7);
+//! drop(tx);
+//! assert!(rx.recv().is_err()); // drained, and the sender left
+//! Segment::remove(&address)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::time::Duration;
+
+use super::{
+    ChannelError, ChannelOptions, Endpoint, PopEnd, PushEnd, RecvError, RecvTimeoutError, Role,
+    SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
+use crate::ring::spsc::{Consumer, Producer, PushError, SpscRing};
+use crate::ring::{Corruption, Pod};
+use crate::segment::{Address, Segment};
+use crate::sync::{Deadline, WaitStrategy};
+
+/// The segment kind of an SPSC channel ("SPSC").
+pub const KIND: u32 = u32::from_le_bytes(*b"SPSC");
+
+/// Creates a channel segment for `capacity` items of `T` without attaching;
+/// `None` makes an anonymous (memfd) segment.
+pub fn create_segment<T: Pod>(
+    address: Option<&Address>,
+    capacity: usize,
+    options: &ChannelOptions,
+) -> Result<Segment, ChannelError> {
+    let bytes = SpscRing::<T>::required_size(capacity)?;
+    super::create_segment(address, KIND, bytes, options, |region| {
+        // SAFETY: the segment is new and its ring is not published yet, so
+        // no endpoint can touch the region while it is initialised.
+        unsafe { SpscRing::<T>::init(region, capacity) }
+    })
+}
+
+impl<T: Pod> PushEnd<T> for Producer<T> {
+    #[inline]
+    fn push(&mut self, item: T) -> Result<(), (T, bool)> {
+        self.try_push(item).map_err(|e| match e {
+            PushError::Full(t) => (t, false),
+            PushError::Corrupted(t, _) => (t, true),
+        })
+    }
+
+    fn wait_space(
+        &mut self,
+        strategy: WaitStrategy,
+        until: Deadline,
+        stop: &mut dyn FnMut() -> bool,
+    ) {
+        self.wait_for_space(1, strategy, Some(until), stop);
+    }
+}
+
+impl<T: Pod> PopEnd<T> for Consumer<T> {
+    #[inline]
+    fn pop(&mut self) -> Result<Option<T>, Corruption> {
+        match self.try_pop() {
+            Ok(item) => Ok(Some(item)),
+            Err(crate::ring::spsc::PopError::Empty) => Ok(None),
+            Err(crate::ring::spsc::PopError::Corrupted(c)) => Err(c),
+        }
+    }
+
+    fn wait_data(
+        &mut self,
+        strategy: WaitStrategy,
+        until: Deadline,
+        stop: &mut dyn FnMut() -> bool,
+    ) {
+        self.wait_for_data(strategy, Some(until), stop);
+    }
+}
+
+/// The sending end. One per channel at a time; another process may take
+/// over once this one leaves or dies.
+pub struct Sender<T: Pod> {
+    ring: Producer<T>,
+    endpoint: Endpoint,
+}
+
+impl<T: Pod> Sender<T> {
+    /// Creates a named channel and attaches as its sender.
+    pub fn create(
+        address: &Address,
+        capacity: usize,
+        options: &ChannelOptions,
+    ) -> Result<Sender<T>, ChannelError> {
+        let segment = create_segment::<T>(Some(address), capacity, options)?;
+        Sender::attach_with(segment, options.strategy)
+    }
+
+    /// Opens a named channel as its sender.
+    pub fn open(address: &Address) -> Result<Sender<T>, ChannelError> {
+        Sender::attach(super::open_segment(address, KIND)?)
+    }
+
+    /// Attaches to a channel segment (named, SysV or memfd).
+    pub fn attach(segment: Segment) -> Result<Sender<T>, ChannelError> {
+        Sender::attach_with(segment, WaitStrategy::default())
+    }
+
+    fn attach_with(segment: Segment, strategy: WaitStrategy) -> Result<Sender<T>, ChannelError> {
+        let (endpoint, region) = Endpoint::attach(segment, Role::Producer, true, strategy)?;
+        // SAFETY: the exclusive producer slot is ours, so no other
+        // Producer uses this ring while we hold it.
+        let ring = unsafe { Producer::attach(region)? };
+        Ok(Sender { ring, endpoint })
+    }
+
+    /// Sends without blocking.
+    #[inline]
+    pub fn try_send(&mut self, item: T) -> Result<(), TrySendError<T>> {
+        super::try_send(&mut self.ring, &mut self.endpoint, item)
+    }
+
+    /// Sends, waiting for room as long as it takes.
+    pub fn send(&mut self, item: T) -> Result<(), SendError<T>> {
+        super::send(&mut self.ring, &mut self.endpoint, item, None)
+            .map_err(super::blocking_send_error)
+    }
+
+    /// Sends, waiting for room at most `timeout`.
+    pub fn send_timeout(&mut self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        super::send(&mut self.ring, &mut self.endpoint, item, Some(timeout))
+    }
+
+    /// Sends as many items from the front of `items` as fit now, with one
+    /// publication; returns how many.
+    pub fn try_send_slice(&mut self, items: &[T]) -> Result<usize, TrySendError<()>> {
+        if self.endpoint.peer_gone() {
+            return Err(TrySendError::Disconnected(()));
+        }
+        self.ring
+            .push_slice(items)
+            .map_err(|_| TrySendError::Corrupted(()))
+    }
+
+    /// The ring's producing end, for the zero-copy chunk API
+    /// ([`Producer::write_chunk`]). Disconnection is not checked there.
+    pub fn ring(&mut self) -> &mut Producer<T> {
+        &mut self.ring
+    }
+
+    /// Whether every receiver has left (or was found dead).
+    pub fn is_disconnected(&mut self) -> bool {
+        self.endpoint.peer_gone_or_dead()
+    }
+
+    /// How blocking operations wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.endpoint.set_strategy(strategy);
+    }
+
+    /// The segment, e.g. to send a memfd to another process.
+    pub fn segment(&self) -> &Segment {
+        self.endpoint.segment()
+    }
+}
+
+impl<T: Pod> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.endpoint.leave();
+        self.ring.wake_consumer();
+    }
+}
+
+/// The receiving end. One per channel at a time.
+pub struct Receiver<T: Pod> {
+    ring: Consumer<T>,
+    endpoint: Endpoint,
+}
+
+impl<T: Pod> Receiver<T> {
+    /// Creates a named channel and attaches as its receiver.
+    pub fn create(
+        address: &Address,
+        capacity: usize,
+        options: &ChannelOptions,
+    ) -> Result<Receiver<T>, ChannelError> {
+        let segment = create_segment::<T>(Some(address), capacity, options)?;
+        Receiver::attach_with(segment, options.strategy)
+    }
+
+    /// Opens a named channel as its receiver.
+    pub fn open(address: &Address) -> Result<Receiver<T>, ChannelError> {
+        Receiver::attach(super::open_segment(address, KIND)?)
+    }
+
+    /// Attaches to a channel segment (named, SysV or memfd).
+    pub fn attach(segment: Segment) -> Result<Receiver<T>, ChannelError> {
+        Receiver::attach_with(segment, WaitStrategy::default())
+    }
+
+    fn attach_with(segment: Segment, strategy: WaitStrategy) -> Result<Receiver<T>, ChannelError> {
+        let (endpoint, region) = Endpoint::attach(segment, Role::Consumer, true, strategy)?;
+        // SAFETY: the exclusive consumer slot is ours.
+        let ring = unsafe { Consumer::attach(region)? };
+        Ok(Receiver { ring, endpoint })
+    }
+
+    /// Receives without blocking.
+    #[inline]
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        super::try_recv(&mut self.ring, &mut self.endpoint)
+    }
+
+    /// Receives, waiting as long as it takes.
+    pub fn recv(&mut self) -> Result<T, RecvError> {
+        super::recv(&mut self.ring, &mut self.endpoint, None).map_err(super::blocking_recv_error)
+    }
+
+    /// Receives, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        super::recv(&mut self.ring, &mut self.endpoint, Some(timeout))
+    }
+
+    /// Receives up to `out.len()` ready items without blocking; returns
+    /// how many (0 when empty).
+    pub fn try_recv_slice(&mut self, out: &mut [T]) -> Result<usize, TryRecvError> {
+        let n = self.ring.pop_into(out)?;
+        if n == 0 && self.endpoint.peer_gone_or_dead() {
+            let n = self.ring.pop_into(out)?;
+            return if n == 0 {
+                Err(TryRecvError::Disconnected)
+            } else {
+                Ok(n)
+            };
+        }
+        Ok(n)
+    }
+
+    /// The ring's consuming end, for the zero-copy chunk API
+    /// ([`Consumer::read_chunk`]).
+    pub fn ring(&mut self) -> &mut Consumer<T> {
+        &mut self.ring
+    }
+
+    /// Whether every sender has left (or was found dead). Items may remain.
+    pub fn is_disconnected(&mut self) -> bool {
+        self.endpoint.peer_gone_or_dead()
+    }
+
+    /// How blocking operations wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.endpoint.set_strategy(strategy);
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        self.endpoint.segment()
+    }
+}
+
+impl<T: Pod> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.endpoint.leave();
+        self.ring.wake_producer();
+    }
+}

@@ -1,0 +1,273 @@
+//! Lock-free rings over raw memory.
+//!
+//! This module owns the algorithms: a wait-free single-producer ring
+//! ([`spsc`]), a lock-free multi-producer multi-consumer ring ([`mpmc`]), both
+//! of fixed-size plain-old-data slots, and a ring of variable-length records
+//! ([`record`]). A ring lives in a [`Region`] of memory that the layer above
+//! provides (a segment's user area, or heap memory in tests and under loom).
+//! It makes no OS call, never learns a segment's name, and treats every
+//! index and length it reads from the region as untrusted: an impossible
+//! value is reported as [`Corruption`], never used.
+//!
+//! Each ring's memory starts with a [`RingInfo`] block (magic, capacity, slot
+//! size and alignment) that `attach` validates against the handle's type, and
+//! keeps producer-owned and consumer-owned words on separate cache lines.
+
+pub mod mpmc;
+pub mod record;
+pub mod spsc;
+
+mod bytes;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+pub use bytemuck::Pod;
+
+use crate::sync::shim::{AtomicU64, Ordering};
+
+/// Memory a ring lives in: `len` bytes at `ptr`.
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Region {
+    /// A region of `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for reads and writes of `len` bytes for as long as
+    /// any ring handle made from this region lives, and those bytes must be
+    /// reached only through ring handles (atomics and raw copies), never
+    /// through Rust references.
+    pub unsafe fn new(ptr: NonNull<u8>, len: usize) -> Region {
+        Region { ptr, len }
+    }
+
+    /// The first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Zeroed heap memory for a ring used within one process: tests, loom and
+/// Miri runs, and in-process benchmarks.
+#[derive(Debug)]
+pub struct HeapRegion {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: HeapRegion owns its allocation like a Box<[u8]>; the rings in it
+// synchronise their own accesses.
+unsafe impl Send for HeapRegion {}
+// SAFETY: &HeapRegion only hands out the region's address.
+unsafe impl Sync for HeapRegion {}
+
+impl HeapRegion {
+    /// `len` zeroed bytes aligned to `RING_ALIGN`.
+    pub fn new(len: usize) -> Result<HeapRegion, RingError> {
+        let layout = Layout::from_size_align(len.max(1), RING_ALIGN).map_err(|_| {
+            RingError::InvalidCapacity {
+                capacity: len,
+                reason: "the region would not fit in memory",
+            }
+        })?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Ok(HeapRegion { ptr, layout })
+    }
+
+    /// The region to init and attach rings in. It must not outlive `self`.
+    pub fn region(&self) -> Region {
+        Region {
+            ptr: self.ptr,
+            len: self.layout.size(),
+        }
+    }
+}
+
+impl Drop for HeapRegion {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// The alignment every ring needs at the start of its region: enough for a
+/// cache-padded header (128 bytes covers adjacent-line prefetch on x86).
+pub const RING_ALIGN: usize = 128;
+
+/// A value in the ring's memory that no correct peer writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("ring memory corrupted: {field} holds {value:#x}")]
+pub struct Corruption {
+    /// Which word.
+    pub field: &'static str,
+    /// What it holds.
+    pub value: u64,
+}
+
+/// Why a ring cannot be initialised in, or attached to, a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RingError {
+    /// The region is too small for the requested capacity.
+    #[error("the region holds {have} bytes, the ring needs {need}")]
+    TooSmall {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+    /// The region's start is not aligned to [`RING_ALIGN`] (or the slot type).
+    #[error("the region is not aligned to {align} bytes")]
+    Misaligned {
+        /// Required alignment.
+        align: usize,
+    },
+    /// The capacity is zero, too large, or otherwise unusable.
+    #[error("invalid ring capacity {capacity}: {reason}")]
+    InvalidCapacity {
+        /// The capacity asked for.
+        capacity: usize,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The item type cannot live in a ring (zero-sized).
+    #[error("zero-sized item types cannot be sent")]
+    ZeroSized,
+    /// The region holds another kind of ring, or one for another item type.
+    #[error("the region holds an incompatible ring: {field} is {found}, expected {expected}")]
+    Incompatible {
+        /// What differs.
+        field: &'static str,
+        /// In the region.
+        found: u64,
+        /// What this handle needs.
+        expected: u64,
+    },
+    /// A header value no correct creator writes.
+    #[error(transparent)]
+    Corrupted(#[from] Corruption),
+}
+
+/// The first block of every ring: what `attach` validates.
+///
+/// | offset | field        | written by | meaning |
+/// |--------|--------------|------------|---------|
+/// | 0      | `magic`      | creator    | one per ring kind |
+/// | 8      | `capacity`   | creator    | slots, or bytes for the record ring |
+/// | 16     | `slot_size`  | creator    | bytes per slot (0 for the record ring) |
+/// | 24     | `slot_align` | creator    | alignment of a slot |
+/// | 32     | `flags`      | creator    | ring-specific (record ring: producer mode) |
+#[repr(C)]
+#[derive(Debug)]
+pub struct RingInfo {
+    magic: AtomicU64,
+    capacity: AtomicU64,
+    slot_size: AtomicU64,
+    slot_align: AtomicU64,
+    flags: AtomicU64,
+}
+
+impl RingInfo {
+    fn new(magic: u64, capacity: u64, slot_size: u64, slot_align: u64, flags: u64) -> RingInfo {
+        RingInfo {
+            magic: AtomicU64::new(magic),
+            capacity: AtomicU64::new(capacity),
+            slot_size: AtomicU64::new(slot_size),
+            slot_align: AtomicU64::new(slot_align),
+            flags: AtomicU64::new(flags),
+        }
+    }
+
+    /// Checks magic, slot size and alignment; returns (capacity, flags).
+    /// Relaxed: the creator published the whole region before any attach
+    /// (through the segment's init protocol, or by handing over the region).
+    fn check(&self, magic: u64, slot_size: u64, slot_align: u64) -> Result<(u64, u64), RingError> {
+        let expect = |field, found: u64, expected: u64| {
+            if found == expected {
+                Ok(())
+            } else {
+                Err(RingError::Incompatible {
+                    field,
+                    found,
+                    expected,
+                })
+            }
+        };
+        expect("magic", self.magic.load(Ordering::Relaxed), magic)?;
+        expect(
+            "slot size",
+            self.slot_size.load(Ordering::Relaxed),
+            slot_size,
+        )?;
+        expect(
+            "slot alignment",
+            self.slot_align.load(Ordering::Relaxed),
+            slot_align,
+        )?;
+        Ok((
+            self.capacity.load(Ordering::Relaxed),
+            self.flags.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// Where the slots of a ring with header `H` and slots `S` start, and how
+/// many bytes `capacity` slots need in all.
+fn slotted_layout<H, S>(capacity: usize) -> Result<(usize, usize), RingError> {
+    let slots_offset = std::mem::size_of::<H>().next_multiple_of(std::mem::align_of::<S>());
+    let total = capacity
+        .checked_mul(std::mem::size_of::<S>())
+        .and_then(|bytes| bytes.checked_add(slots_offset))
+        .filter(|&total| total <= isize::MAX as usize)
+        .ok_or(RingError::InvalidCapacity {
+            capacity,
+            reason: "the ring would not fit in memory",
+        })?;
+    Ok((slots_offset, total))
+}
+
+/// Checks the region's size and alignment for a layout.
+fn check_region(region: &Region, need: usize, align: usize) -> Result<(), RingError> {
+    let align = align.max(RING_ALIGN);
+    if region.as_ptr() as usize % align != 0 {
+        return Err(RingError::Misaligned { align });
+    }
+    if region.len() < need {
+        return Err(RingError::TooSmall {
+            need,
+            have: region.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Validates a capacity read from the region against what it can hold.
+fn check_stored_capacity(capacity: u64, max: u64) -> Result<usize, RingError> {
+    if capacity == 0 || capacity > max {
+        return Err(Corruption {
+            field: "capacity",
+            value: capacity,
+        }
+        .into());
+    }
+    Ok(capacity as usize)
+}
