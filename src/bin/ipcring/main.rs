@@ -1,5 +1,6 @@
 //! `ipcring`: inspect and remove ipcring segments, and run a two-process demo.
 
+mod bench;
 mod demo;
 mod inspect;
 
@@ -49,9 +50,16 @@ enum Command {
     /// The child side of `demo` (started by `demo` itself).
     #[command(hide = true)]
     DemoChild { name: String, strategy: String },
+    /// Round-trip latency and throughput of ipcring, pipes and in-process
+    /// queues, measured in one run.
+    Bench(bench::BenchArgs),
+    /// The child side of one `bench` row (started by `bench` itself).
+    #[command(hide = true)]
+    BenchChild(bench::ChildArgs),
 }
 
 fn main() -> ExitCode {
+    ipcring::platform::default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ls { json } => inspect::ls(json),
@@ -59,6 +67,8 @@ fn main() -> ExitCode {
         Command::Rm { names } => inspect::rm(&names),
         Command::Demo { round_trips } => demo::run(round_trips),
         Command::DemoChild { name, strategy } => demo::child(&name, &strategy),
+        Command::Bench(args) => bench::run(&args),
+        Command::BenchChild(args) => bench::child(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
