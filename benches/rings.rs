@@ -1,0 +1,92 @@
+//! In-process costs of the ring operations, so regressions show:
+//! `cargo bench --bench rings`. One thread does both sides, so these are
+//! the instruction costs of each operation without cache-line transfer
+//! (`ipcring bench` measures the cross-process figures).
+
+// criterion_group! generates undocumented functions.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ipcring::ring::HeapRegion;
+use ipcring::ring::mpmc::{MpmcHandle, MpmcRing};
+use ipcring::ring::record::{ProducerMode, RecordConsumer, RecordProducer, RecordRing};
+use ipcring::ring::spsc::{Consumer, Producer, SpscRing};
+
+fn spsc(c: &mut Criterion) {
+    let heap = HeapRegion::new(SpscRing::<u64>::required_size(4096).unwrap()).unwrap();
+    // SAFETY: fresh memory; one producer and one consumer.
+    let (mut tx, mut rx) = unsafe {
+        SpscRing::<u64>::init(heap.region(), 4096).unwrap();
+        (
+            Producer::<u64>::attach(heap.region()).unwrap(),
+            Consumer::<u64>::attach(heap.region()).unwrap(),
+        )
+    };
+    c.bench_function("spsc try_push + try_pop (u64)", |b| {
+        b.iter(|| {
+            tx.try_push(black_box(7)).unwrap();
+            black_box(rx.try_pop().unwrap())
+        })
+    });
+    let items = [1u64; 256];
+    let mut out = [0u64; 256];
+    let mut group = c.benchmark_group("spsc chunk of 256 u64");
+    group.throughput(Throughput::Elements(256));
+    group.bench_function("write_chunk + read_chunk", |b| {
+        b.iter(|| {
+            let mut chunk = tx.write_chunk(256).unwrap();
+            chunk.fill_from_slice(black_box(&items));
+            chunk.commit_all();
+            let chunk = rx.read_chunk(256).unwrap();
+            chunk.copy_to_slice(&mut out);
+            chunk.commit_all();
+            black_box(out[255])
+        })
+    });
+    group.finish();
+}
+
+fn mpmc(c: &mut Criterion) {
+    let heap = HeapRegion::new(MpmcRing::<u64>::required_size(4096).unwrap()).unwrap();
+    // SAFETY: fresh memory.
+    unsafe { MpmcRing::<u64>::init(heap.region(), 4096).unwrap() };
+    let ring = MpmcHandle::<u64>::attach(heap.region()).unwrap();
+    c.bench_function("mpmc try_push + try_pop (u64)", |b| {
+        b.iter(|| {
+            ring.try_push(black_box(7)).unwrap();
+            black_box(ring.try_pop().unwrap())
+        })
+    });
+}
+
+fn records(c: &mut Criterion) {
+    for mode in [ProducerMode::Single, ProducerMode::Many] {
+        let heap = HeapRegion::new(RecordRing::required_size(1 << 16).unwrap()).unwrap();
+        // SAFETY: fresh memory; one producer and one consumer.
+        let (mut tx, mut rx) = unsafe {
+            RecordRing::init(heap.region(), 1 << 16, mode).unwrap();
+            (
+                RecordProducer::attach(heap.region()).unwrap(),
+                RecordConsumer::attach(heap.region()).unwrap(),
+            )
+        };
+        let payload = [5u8; 64];
+        let mut out = [0u8; 64];
+        c.bench_function(
+            &format!("record push + receive (64 B, {mode:?} producer)"),
+            |b| {
+                b.iter(|| {
+                    tx.try_push(black_box(&payload)).unwrap();
+                    let view = rx.try_receive().unwrap();
+                    view.read_at(0, &mut out);
+                    black_box(out[63])
+                })
+            },
+        );
+    }
+}
+
+criterion_group!(benches, spsc, mpmc, records);
+criterion_main!(benches);
