@@ -83,4 +83,27 @@ fn steady_state_send_and_receive_allocate_nothing() {
         }
     });
     assert_eq!(count, 0, "MPMC allocated {count} times");
+
+    use ipcring::channel::records;
+    use ipcring::ring::record::ProducerMode;
+    for mode in [ProducerMode::Single, ProducerMode::Many] {
+        let address = unique_posix("noalloc-rec");
+        let _cleanup = Cleanup(address.clone());
+        let mut tx = records::Sender::create(&address, 4096, mode, &ChannelOptions::new()).unwrap();
+        let mut rx = records::Receiver::open(&address).unwrap();
+        let mut out = Vec::with_capacity(64);
+        let payload = [9u8; 48];
+        let count = allocations_during(|| {
+            for _ in 0..100_000 {
+                tx.send(&payload).unwrap();
+                assert_eq!(rx.recv_into(&mut out).unwrap(), 48);
+                tx.try_send(&payload[..7]).unwrap();
+                assert_eq!(rx.try_recv().unwrap().len(), 7);
+            }
+        });
+        assert_eq!(
+            count, 0,
+            "record channel ({mode:?}) allocated {count} times"
+        );
+    }
 }

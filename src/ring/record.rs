@@ -584,6 +584,18 @@ impl RecordConsumer {
         }
     }
 
+    /// Whether a record is ready, passing over pads and skipped records on
+    /// the way; `try_receive` then returns it.
+    pub fn poll(&mut self) -> Result<bool, Corruption> {
+        loop {
+            match self.peek()? {
+                None => return Ok(false),
+                Some((Peeked::Record(_), _)) => return Ok(true),
+                Some((Peeked::Skip, size)) => self.release(size),
+            }
+        }
+    }
+
     /// Copies the next record into `out` (replacing its contents); returns
     /// its length.
     pub fn try_receive_into(&mut self, out: &mut Vec<u8>) -> Result<usize, PopError> {
