@@ -26,6 +26,9 @@ use std::ptr::NonNull;
 
 pub use bytemuck::Pod;
 
+use crossbeam_utils::CachePadded;
+
+use crate::sync::WaitWord;
 use crate::sync::shim::{AtomicU64, Ordering};
 
 /// Memory a ring lives in: `len` bytes at `ptr`.
@@ -227,6 +230,60 @@ impl RingInfo {
             self.capacity.load(Ordering::Relaxed),
             self.flags.load(Ordering::Relaxed),
         ))
+    }
+}
+
+/// The block every ring starts with, each field on its own cache line
+/// (128 bytes on x86_64):
+///
+/// | offset | field         | written by | meaning |
+/// |--------|---------------|------------|---------|
+/// | 0      | `info`        | creator    | [`RingInfo`] |
+/// | 128    | `tail`        | producers  | producer-owned position: SPSC and record `tail`, MPMC enqueue position |
+/// | 256    | `head`        | consumers  | consumer-owned position: SPSC and record `head`, MPMC dequeue position |
+/// | 384    | `data_ready`  | both       | consumers sleep here; producers notify |
+/// | 512    | `space_ready` | both       | producers sleep here; consumers notify |
+#[repr(C)]
+pub(crate) struct RingHeader {
+    pub(crate) info: CachePadded<RingInfo>,
+    pub(crate) tail: CachePadded<AtomicU64>,
+    pub(crate) head: CachePadded<AtomicU64>,
+    pub(crate) data_ready: CachePadded<WaitWord>,
+    pub(crate) space_ready: CachePadded<WaitWord>,
+}
+
+impl RingHeader {
+    /// An empty ring's header.
+    fn new(info: RingInfo) -> RingHeader {
+        RingHeader {
+            info: CachePadded::new(info),
+            tail: CachePadded::new(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
+            data_ready: CachePadded::new(WaitWord::new()),
+            space_ready: CachePadded::new(WaitWord::new()),
+        }
+    }
+
+    /// The header of `region` once its size (at least `min_len`) and
+    /// alignment are checked and its `info` matches; with the stored
+    /// capacity and flags, still to be validated by the caller.
+    fn attach(
+        region: &Region,
+        min_len: usize,
+        align: usize,
+        expect: (u64, u64, u64),
+    ) -> Result<(NonNull<RingHeader>, u64, u64), RingError> {
+        check_region(
+            region,
+            min_len.max(std::mem::size_of::<RingHeader>()),
+            align,
+        )?;
+        // SAFETY: the region is large and aligned enough for a RingHeader
+        // (checked above), and it is made only of atomics, valid for any
+        // bytes.
+        let header = unsafe { &*region.as_ptr().cast::<RingHeader>() };
+        let (capacity, flags) = header.info.check(expect.0, expect.1, expect.2)?;
+        Ok((NonNull::from(header), capacity, flags))
     }
 }
 

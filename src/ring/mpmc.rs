@@ -5,8 +5,8 @@
 //! | offset | field          | written by | meaning |
 //! |--------|----------------|------------|---------|
 //! | 0      | `info`         | creator    | [`RingInfo`](super::RingInfo), magic `MPMCRING` |
-//! | 128    | `enqueue_pos`  | producers (CAS) | next position to claim for writing |
-//! | 256    | `dequeue_pos`  | consumers (CAS) | next position to claim for reading |
+//! | 128    | `tail`  | producers (CAS) | next position to claim for writing |
+//! | 256    | `head`  | consumers (CAS) | next position to claim for reading |
 //! | 384    | `data_ready`   | both | consumers sleep here |
 //! | 512    | `space_ready`  | both | producers sleep here |
 //! | 640    | slots          | | `capacity` × { `sequence: u64`, `value: T` } |
@@ -14,7 +14,7 @@
 //! Sequences count in steps of two: `2p` means "free for the producer of
 //! position `p`", `2p + 1` means "holds the item of position `p`". Slot `i`
 //! starts at `2i`. A producer that claims position `p` (a CAS of
-//! `enqueue_pos` from `p` to `p + 1`, allowed when the slot reads `2p`)
+//! `tail` from `p` to `p + 1`, allowed when the slot reads `2p`)
 //! writes the value, then stores `2p + 1`. A consumer that claims `p` (when
 //! the slot reads `2p + 1`) reads the value, then stores `2(p + capacity)`,
 //! freeing the slot for the next lap. The factor of two keeps "full" and
@@ -28,25 +28,17 @@
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use crossbeam_utils::CachePadded;
-
 use super::{
-    Corruption, Pod, Region, RingError, RingInfo, check_region, check_stored_capacity,
+    Corruption, Pod, Region, RingError, RingHeader, RingInfo, check_region, check_stored_capacity,
     slotted_layout,
 };
 use crate::sync::shim::{AtomicU64, Ordering, UnsafeCell};
-use crate::sync::{Deadline, WaitStrategy, WaitWord};
+use crate::sync::{Deadline, WaitStrategy};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MPMCRING");
 
-#[repr(C)]
-struct Header {
-    info: CachePadded<RingInfo>,
-    enqueue_pos: CachePadded<AtomicU64>,
-    dequeue_pos: CachePadded<AtomicU64>,
-    data_ready: CachePadded<WaitWord>,
-    space_ready: CachePadded<WaitWord>,
-}
+/// `tail` is the enqueue position, `head` the dequeue position.
+type Header = RingHeader;
 
 #[repr(C)]
 struct Slot<T> {
@@ -107,19 +99,13 @@ impl<T: Pod> MpmcRing<T> {
     pub unsafe fn init(region: Region, capacity: usize) -> Result<(), RingError> {
         let (slots_offset, total) = Self::layout(capacity)?;
         check_region(&region, total, std::mem::align_of::<Slot<T>>())?;
-        let header = Header {
-            info: CachePadded::new(RingInfo::new(
-                MAGIC,
-                capacity as u64,
-                std::mem::size_of::<Slot<T>>() as u64,
-                std::mem::align_of::<Slot<T>>() as u64,
-                0,
-            )),
-            enqueue_pos: CachePadded::new(AtomicU64::new(0)),
-            dequeue_pos: CachePadded::new(AtomicU64::new(0)),
-            data_ready: CachePadded::new(WaitWord::new()),
-            space_ready: CachePadded::new(WaitWord::new()),
-        };
+        let header = Header::new(RingInfo::new(
+            MAGIC,
+            capacity as u64,
+            std::mem::size_of::<Slot<T>>() as u64,
+            std::mem::align_of::<Slot<T>>() as u64,
+            0,
+        ));
         let base = region.as_ptr();
         // SAFETY: the region holds `total` bytes aligned for the header and
         // the slots (checked above), and nothing else accesses it now.
@@ -179,19 +165,20 @@ impl<T: Pod> MpmcHandle<T> {
     /// Attaches to an initialised ring.
     pub fn attach(region: Region) -> Result<MpmcHandle<T>, RingError> {
         let (slots_offset, min) = MpmcRing::<T>::layout(1)?;
-        check_region(&region, min, std::mem::align_of::<Slot<T>>())?;
-        // SAFETY: the region is large and aligned enough for a Header
-        // (checked above); its fields are atomics, valid for any bytes.
-        let header = unsafe { &*region.as_ptr().cast::<Header>() };
-        let (capacity, _) = header.info.check(
-            MAGIC,
-            std::mem::size_of::<Slot<T>>() as u64,
-            std::mem::align_of::<Slot<T>>() as u64,
+        let (header, capacity, _) = Header::attach(
+            &region,
+            min,
+            std::mem::align_of::<Slot<T>>(),
+            (
+                MAGIC,
+                std::mem::size_of::<Slot<T>>() as u64,
+                std::mem::align_of::<Slot<T>>() as u64,
+            ),
         )?;
         let max = (region.len() - slots_offset) / std::mem::size_of::<Slot<T>>();
         let capacity = check_stored_capacity(capacity, max.min(1 << 40) as u64)? as u64;
         Ok(MpmcHandle {
-            header: NonNull::from(header),
+            header,
             // SAFETY: slots_offset < region.len(): the pointer is in bounds.
             slots: unsafe { NonNull::new_unchecked(region.as_ptr().add(slots_offset).cast()) },
             capacity,
@@ -224,7 +211,7 @@ impl<T: Pod> MpmcHandle<T> {
     #[inline]
     pub fn try_push(&self, item: T) -> Result<(), PushError<T>> {
         let header = self.header();
-        let mut position = header.enqueue_pos.load(Ordering::Relaxed);
+        let mut position = header.tail.load(Ordering::Relaxed);
         let mut retries = 0;
         loop {
             let slot = self.slot(position);
@@ -235,7 +222,7 @@ impl<T: Pod> MpmcHandle<T> {
             if lag == 0 {
                 // Relaxed: the slot's sequence, not the counter, carries the
                 // data's ordering; the CAS only decides who owns `position`.
-                match header.enqueue_pos.compare_exchange_weak(
+                match header.tail.compare_exchange_weak(
                     position,
                     position.wrapping_add(1),
                     Ordering::Relaxed,
@@ -271,7 +258,7 @@ impl<T: Pod> MpmcHandle<T> {
                 return Err(PushError::Full(item));
             } else {
                 // Another producer claimed `position`; catch up.
-                let current = header.enqueue_pos.load(Ordering::Relaxed);
+                let current = header.tail.load(Ordering::Relaxed);
                 retries += 1;
                 if current == position || retries > MAX_RETRIES {
                     return Err(PushError::Corrupted(
@@ -291,7 +278,7 @@ impl<T: Pod> MpmcHandle<T> {
     #[inline]
     pub fn try_pop(&self) -> Result<T, PopError> {
         let header = self.header();
-        let mut position = header.dequeue_pos.load(Ordering::Relaxed);
+        let mut position = header.head.load(Ordering::Relaxed);
         let mut retries = 0;
         loop {
             let slot = self.slot(position);
@@ -301,7 +288,7 @@ impl<T: Pod> MpmcHandle<T> {
             let lag = sequence.wrapping_sub(full(position)) as i64;
             if lag == 0 {
                 // Relaxed: as in `try_push`.
-                match header.dequeue_pos.compare_exchange_weak(
+                match header.head.compare_exchange_weak(
                     position,
                     position.wrapping_add(1),
                     Ordering::Relaxed,
@@ -335,7 +322,7 @@ impl<T: Pod> MpmcHandle<T> {
                 }
                 return Err(PopError::Empty);
             } else {
-                let current = header.dequeue_pos.load(Ordering::Relaxed);
+                let current = header.head.load(Ordering::Relaxed);
                 retries += 1;
                 if current == position || retries > MAX_RETRIES {
                     return Err(PopError::Corrupted(Corruption {
@@ -352,8 +339,8 @@ impl<T: Pod> MpmcHandle<T> {
     /// when nobody else is pushing or popping.
     pub fn len_hint(&self) -> usize {
         let header = self.header();
-        let enqueued = header.enqueue_pos.load(Ordering::Relaxed);
-        let dequeued = header.dequeue_pos.load(Ordering::Relaxed);
+        let enqueued = header.tail.load(Ordering::Relaxed);
+        let dequeued = header.head.load(Ordering::Relaxed);
         (enqueued.wrapping_sub(dequeued)).min(self.capacity) as usize
     }
 
@@ -367,7 +354,7 @@ impl<T: Pod> MpmcHandle<T> {
     ) -> bool {
         let header = self.header();
         header.data_ready.wait_until(strategy, deadline, || {
-            let position = header.dequeue_pos.load(Ordering::Relaxed);
+            let position = header.head.load(Ordering::Relaxed);
             // Acquire: as in `try_pop`.
             let sequence = self.slot(position).sequence.load(Ordering::Acquire);
             sequence.wrapping_sub(full(position)) as i64 >= 0 || stop()
@@ -384,7 +371,7 @@ impl<T: Pod> MpmcHandle<T> {
     ) -> bool {
         let header = self.header();
         header.space_ready.wait_until(strategy, deadline, || {
-            let position = header.enqueue_pos.load(Ordering::Relaxed);
+            let position = header.tail.load(Ordering::Relaxed);
             // Acquire: as in `try_push`.
             let sequence = self.slot(position).sequence.load(Ordering::Acquire);
             sequence.wrapping_sub(free(position)) as i64 >= 0 || stop()

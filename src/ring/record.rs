@@ -34,12 +34,10 @@
 
 use std::ptr::NonNull;
 
-use crossbeam_utils::CachePadded;
-
 use super::bytes::ByteBuf;
-use super::{Corruption, Region, RingError, RingInfo, check_region};
+use super::{Corruption, Region, RingError, RingHeader, RingInfo, check_region};
 use crate::sync::shim::{AtomicU64, Ordering};
-use crate::sync::{Deadline, WaitStrategy, WaitWord};
+use crate::sync::{Deadline, WaitStrategy};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"RECDRING");
 const HEADER: usize = 8;
@@ -82,14 +80,7 @@ impl ProducerMode {
     }
 }
 
-#[repr(C)]
-struct Header {
-    info: CachePadded<RingInfo>,
-    tail: CachePadded<AtomicU64>,
-    head: CachePadded<AtomicU64>,
-    data_ready: CachePadded<WaitWord>,
-    space_ready: CachePadded<WaitWord>,
-}
+type Header = RingHeader;
 
 const BUFFER_OFFSET: usize = std::mem::size_of::<Header>();
 
@@ -161,13 +152,7 @@ impl RecordRing {
     ) -> Result<(), RingError> {
         let total = Self::required_size(capacity)?;
         check_region(&region, total, 8)?;
-        let header = Header {
-            info: CachePadded::new(RingInfo::new(MAGIC, capacity as u64, 0, 8, mode.flags())),
-            tail: CachePadded::new(AtomicU64::new(0)),
-            head: CachePadded::new(AtomicU64::new(0)),
-            data_ready: CachePadded::new(WaitWord::new()),
-            space_ready: CachePadded::new(WaitWord::new()),
-        };
+        let header = Header::new(RingInfo::new(MAGIC, capacity as u64, 0, 8, mode.flags()));
         let base = region.as_ptr();
         // SAFETY: the region holds `total` bytes, aligned (checked above),
         // and nothing else accesses it now.
@@ -191,11 +176,8 @@ struct Shared {
 
 impl Shared {
     fn attach(region: Region) -> Result<Shared, RingError> {
-        check_region(&region, BUFFER_OFFSET + MIN_CAPACITY, 8)?;
-        // SAFETY: the region is large and aligned enough for a Header
-        // (checked above); its fields are atomics, valid for any bytes.
-        let header = unsafe { &*region.as_ptr().cast::<Header>() };
-        let (capacity, flags) = header.info.check(MAGIC, 0, 8)?;
+        let (header, capacity, flags) =
+            Header::attach(&region, BUFFER_OFFSET + MIN_CAPACITY, 8, (MAGIC, 0, 8))?;
         let fits = region.len() - BUFFER_OFFSET;
         if RecordRing::check_capacity(capacity as usize).is_err() || capacity as usize > fits {
             return Err(Corruption {
@@ -214,7 +196,7 @@ impl Shared {
             )
         };
         Ok(Shared {
-            header: NonNull::from(header),
+            header,
             buffer,
             capacity,
             mode,
@@ -264,10 +246,17 @@ impl RecordProducer {
         // Acquire: pairs with the Release store of `tail` by a previous
         // single producer.
         let tail = header.tail.load(Ordering::Acquire);
-        if tail.wrapping_sub(head) > shared.capacity {
+        if tail.wrapping_sub(head) > shared.capacity || tail % 8 != 0 {
             return Err(Corruption {
                 field: "tail",
                 value: tail,
+            }
+            .into());
+        }
+        if head % 8 != 0 {
+            return Err(Corruption {
+                field: "head",
+                value: head,
             }
             .into());
         }
@@ -306,6 +295,15 @@ impl RecordProducer {
             ProducerMode::Many => header.tail.load(Ordering::Relaxed),
         };
         let (start, pad) = loop {
+            // Records start at multiples of 8; a `tail` that is not one
+            // was written by no producer.
+            if tail % 8 != 0 {
+                return Err(Corruption {
+                    field: "tail",
+                    value: tail,
+                }
+                .into());
+            }
             let to_end = capacity - (tail & (capacity - 1));
             let pad = if size > to_end { to_end } else { 0 };
             let need = pad + size;
@@ -315,6 +313,13 @@ impl RecordProducer {
                 // consumer's `release`: its reads (and, with many producers,
                 // its zeroing) of the freed bytes happen before we reuse them.
                 let head = header.head.load(Ordering::Acquire);
+                if head % 8 != 0 {
+                    return Err(Corruption {
+                        field: "head",
+                        value: head,
+                    }
+                    .into());
+                }
                 if head.wrapping_sub(tail) as i64 > 0 {
                     // The consumer is past our view of `tail`: with many
                     // producers, others reserved and it consumed since we

@@ -20,25 +20,16 @@
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use crossbeam_utils::CachePadded;
-
 use super::{
-    Corruption, Pod, Region, RingError, RingInfo, check_region, check_stored_capacity,
+    Corruption, Pod, Region, RingError, RingHeader, RingInfo, check_region, check_stored_capacity,
     slotted_layout,
 };
-use crate::sync::shim::{AtomicU64, Ordering, UnsafeCell};
-use crate::sync::{Deadline, WaitStrategy, WaitWord};
+use crate::sync::shim::{Ordering, UnsafeCell};
+use crate::sync::{Deadline, WaitStrategy};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"SPSCRING");
 
-#[repr(C)]
-struct Header {
-    info: CachePadded<RingInfo>,
-    tail: CachePadded<AtomicU64>,
-    head: CachePadded<AtomicU64>,
-    data_ready: CachePadded<WaitWord>,
-    space_ready: CachePadded<WaitWord>,
-}
+type Header = RingHeader;
 
 type Slot<T> = UnsafeCell<T>;
 
@@ -118,19 +109,13 @@ impl<T: Pod> SpscRing<T> {
     pub unsafe fn init(region: Region, capacity: usize) -> Result<(), RingError> {
         let (slots_offset, total) = Self::layout(capacity)?;
         check_region(&region, total, std::mem::align_of::<Slot<T>>())?;
-        let header = Header {
-            info: CachePadded::new(RingInfo::new(
-                MAGIC,
-                capacity as u64,
-                std::mem::size_of::<Slot<T>>() as u64,
-                std::mem::align_of::<Slot<T>>() as u64,
-                0,
-            )),
-            tail: CachePadded::new(AtomicU64::new(0)),
-            head: CachePadded::new(AtomicU64::new(0)),
-            data_ready: CachePadded::new(WaitWord::new()),
-            space_ready: CachePadded::new(WaitWord::new()),
-        };
+        let header = Header::new(RingInfo::new(
+            MAGIC,
+            capacity as u64,
+            std::mem::size_of::<Slot<T>>() as u64,
+            std::mem::align_of::<Slot<T>>() as u64,
+            0,
+        ));
         let base = region.as_ptr();
         // SAFETY: the region holds `total` bytes aligned for the header and
         // the slots (checked above), and nothing else accesses it now.
@@ -155,20 +140,21 @@ struct Shared<T> {
 impl<T: Pod> Shared<T> {
     fn attach(region: Region) -> Result<Shared<T>, RingError> {
         let (slots_offset, min) = SpscRing::<T>::layout(1)?;
-        check_region(&region, min, std::mem::align_of::<Slot<T>>())?;
-        // SAFETY: the region is large and aligned enough for a Header
-        // (checked above); its fields are atomics, valid for any bytes.
-        let header = unsafe { &*region.as_ptr().cast::<Header>() };
-        let (capacity, _) = header.info.check(
-            MAGIC,
-            std::mem::size_of::<Slot<T>>() as u64,
-            std::mem::align_of::<Slot<T>>() as u64,
+        let (header, capacity, _) = Header::attach(
+            &region,
+            min,
+            std::mem::align_of::<Slot<T>>(),
+            (
+                MAGIC,
+                std::mem::size_of::<Slot<T>>() as u64,
+                std::mem::align_of::<Slot<T>>() as u64,
+            ),
         )?;
         let max = (region.len() - slots_offset) / std::mem::size_of::<Slot<T>>();
         let capacity = check_stored_capacity(capacity, max as u64)?;
         let base = region.as_ptr();
         Ok(Shared {
-            header: NonNull::from(header),
+            header,
             // SAFETY: slots_offset < region.len(), so the pointer is in bounds.
             slots: unsafe { NonNull::new_unchecked(base.add(slots_offset).cast()) },
             capacity: capacity as u64,

@@ -354,6 +354,28 @@ fn scribbled_counters_are_reported_not_followed() {
 }
 
 #[test]
+fn unaligned_record_counters_are_corruption_not_a_panic() {
+    // Found by the ring_memory fuzz target: a scribbled `tail` that is not a
+    // multiple of 8 reached the byte buffer's bounds assertion.
+    for mode in [ProducerMode::Single, ProducerMode::Many] {
+        let (heap, mut producer, _consumer) = records(256, mode);
+        scribble(&heap, 128, 0xcaca_caca_caca_caca);
+        scribble(&heap, 256, 0xcaca_caca_caca_caca);
+        if mode == ProducerMode::Many {
+            assert!(matches!(
+                producer.try_push(b"x"),
+                Err(ReserveError::Corrupted(_))
+            ));
+        }
+        // SAFETY: the attaches fail on the counter checks.
+        unsafe {
+            assert!(RecordProducer::attach(heap.region()).is_err());
+            assert!(RecordConsumer::attach(heap.region()).is_err());
+        }
+    }
+}
+
+#[test]
 fn spsc_threads_keep_order() {
     let count: u64 = if cfg!(miri) { 100 } else { 200_000 };
     let (heap, mut producer, mut consumer) = spsc(7);

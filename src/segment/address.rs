@@ -56,6 +56,12 @@ impl PosixName {
         if name.starts_with('.') {
             return Err(invalid("the name starts with '.'"));
         }
+        if name.starts_with(POSIX_PREFIX) {
+            // Its text form would be read back without the prefix.
+            return Err(invalid(
+                "the name starts with 'ipcring.', which is the prefix",
+            ));
+        }
         if !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -187,10 +193,26 @@ mod tests {
     #[test]
     fn rejects_bad_names() {
         let long = "a".repeat(MAX_NAME_LEN + 1);
-        for bad in ["", ".hidden", "a/b", "a b", "nul\0", "é", long.as_str()] {
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "a b",
+            "nul\0",
+            "é",
+            "ipcring.x",
+            long.as_str(),
+        ] {
             assert!(PosixName::new(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(PosixName::new(&"a".repeat(MAX_NAME_LEN)).is_ok());
+    }
+
+    #[test]
+    fn a_doubled_prefix_is_refused_rather_than_misread() {
+        // Found by the address_parse fuzz target.
+        assert!("ipcring.ipcring.".parse::<Address>().is_err());
+        assert!("ipcring.ipcring.x".parse::<Address>().is_err());
     }
 
     #[test]

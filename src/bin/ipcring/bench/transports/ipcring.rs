@@ -45,6 +45,37 @@ struct MpmcEcho {
     rx: mpmc::Receiver<u64>,
 }
 
+/// The same echo over either channel kind: block in slices, checking the
+/// bench's stop between them.
+macro_rules! echo {
+    ($echo:ident, $name:literal) => {
+        impl Echo for $echo {
+            fn send(&mut self, value: u64, stop: &Stop) -> Result<(), String> {
+                let mut value = value;
+                loop {
+                    match self.tx.send_timeout(value, SLICE) {
+                        Ok(()) => return Ok(()),
+                        Err(SendTimeoutError::Timeout(back)) => value = back,
+                        Err(e) => return Err(format!(concat!($name, " send: {}"), e)),
+                    }
+                    stop.check()?;
+                }
+            }
+
+            fn recv(&mut self, stop: &Stop) -> Result<u64, String> {
+                loop {
+                    match self.rx.recv_timeout(SLICE) {
+                        Ok(value) => return Ok(value),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(e) => return Err(format!(concat!($name, " recv: {}"), e)),
+                    }
+                    stop.check()?;
+                }
+            }
+        }
+    };
+}
+
 fn two_segments(
     make: impl Fn() -> Result<Segment, String>,
     spawner: &mut Spawner<'_>,
@@ -86,31 +117,6 @@ fn spsc_echo(out: Segment, back: Segment, strategy: WaitStrategy) -> Result<Spsc
     Ok(SpscEcho { tx, rx })
 }
 
-impl Echo for SpscEcho {
-    fn send(&mut self, value: u64, stop: &Stop) -> Result<(), String> {
-        let mut value = value;
-        loop {
-            match self.tx.send_timeout(value, SLICE) {
-                Ok(()) => return Ok(()),
-                Err(SendTimeoutError::Timeout(back)) => value = back,
-                Err(e) => return Err(format!("ipcring-spsc send: {e}")),
-            }
-            stop.check()?;
-        }
-    }
-
-    fn recv(&mut self, stop: &Stop) -> Result<u64, String> {
-        loop {
-            match self.rx.recv_timeout(SLICE) {
-                Ok(value) => return Ok(value),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(e) => return Err(format!("ipcring-spsc recv: {e}")),
-            }
-            stop.check()?;
-        }
-    }
-}
-
 impl PingPongTransport for MpmcPingPong {
     fn parent(&self, mut spawner: Spawner<'_>) -> Result<Box<dyn Echo>, String> {
         let make = || {
@@ -140,30 +146,8 @@ fn mpmc_echo(out: Segment, back: Segment, strategy: WaitStrategy) -> Result<Mpmc
     Ok(MpmcEcho { tx, rx })
 }
 
-impl Echo for MpmcEcho {
-    fn send(&mut self, value: u64, stop: &Stop) -> Result<(), String> {
-        let mut value = value;
-        loop {
-            match self.tx.send_timeout(value, SLICE) {
-                Ok(()) => return Ok(()),
-                Err(SendTimeoutError::Timeout(back)) => value = back,
-                Err(e) => return Err(format!("ipcring-mpmc send: {e}")),
-            }
-            stop.check()?;
-        }
-    }
-
-    fn recv(&mut self, stop: &Stop) -> Result<u64, String> {
-        loop {
-            match self.rx.recv_timeout(SLICE) {
-                Ok(value) => return Ok(value),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(e) => return Err(format!("ipcring-mpmc recv: {e}")),
-            }
-            stop.check()?;
-        }
-    }
-}
+echo!(SpscEcho, "ipcring-spsc");
+echo!(MpmcEcho, "ipcring-mpmc");
 
 /// One-way stream of `u64`s through an SPSC channel, moved in chunks of up
 /// to 256 with the chunk API (one copy into and out of the slots, across
