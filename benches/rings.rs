@@ -52,7 +52,8 @@ fn mpmc(c: &mut Criterion) {
     let heap = HeapRegion::new(MpmcRing::<u64>::required_size(4096).unwrap()).unwrap();
     // SAFETY: fresh memory.
     unsafe { MpmcRing::<u64>::init(heap.region(), 4096).unwrap() };
-    let ring = MpmcHandle::<u64>::attach(heap.region()).unwrap();
+    // SAFETY: `heap` outlives the handle (both live to the end of this fn).
+    let ring = unsafe { MpmcHandle::<u64>::attach(heap.region()) }.unwrap();
     c.bench_function("mpmc try_push + try_pop (u64)", |b| {
         b.iter(|| {
             ring.try_push(black_box(7)).unwrap();

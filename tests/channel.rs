@@ -400,3 +400,42 @@ fn wrong_item_type_or_kind_is_refused() {
     ));
     assert!(spsc::create_segment::<u64>(None, 0, &ChannelOptions::new()).is_err());
 }
+
+// Regressions from a review of the channel layer.
+
+#[test]
+fn a_failed_attach_frees_the_role_it_claimed() {
+    let address = unique_posix("leak");
+    let _cleanup = Cleanup(address.clone());
+    let _rx = spsc::Receiver::<u64>::create(&address, 16, &ChannelOptions::new()).unwrap();
+    // The wrong item type fails after the role slot was claimed ...
+    assert!(matches!(
+        spsc::Sender::<u32>::open(&address),
+        Err(ChannelError::Ring(_))
+    ));
+    // ... and the slot is free again.
+    assert!(spsc::Sender::<u64>::open(&address).is_ok());
+
+    let address = unique_posix("leakm");
+    let _cleanup = Cleanup(address.clone());
+    let mut rx = mpmc::Receiver::<u64>::create(&address, 16, &ChannelOptions::new()).unwrap();
+    assert!(mpmc::Sender::<[u64; 2]>::open(&address).is_err());
+    let mut tx = mpmc::Sender::<u64>::open(&address).unwrap();
+    tx.send(1).unwrap();
+    drop(tx);
+    assert_eq!(rx.recv_timeout(LIMIT), Ok(1));
+    assert_eq!(rx.recv_timeout(LIMIT), Err(RecvTimeoutError::Disconnected));
+}
+
+#[test]
+fn mpmc_checks_the_item_size_not_just_the_slot_size() {
+    let address = unique_posix("itemsize");
+    let _cleanup = Cleanup(address.clone());
+    let _rx = mpmc::Receiver::<u64>::create(&address, 4, &ChannelOptions::new()).unwrap();
+    // u32 and u64 both fit a 16-byte slot; the item size tells them apart.
+    assert!(matches!(
+        mpmc::Sender::<u32>::open(&address),
+        Err(ChannelError::Ring(_))
+    ));
+    assert!(mpmc::Sender::<u64>::open(&address).is_ok());
+}

@@ -58,10 +58,10 @@ fn steady_state_send_and_receive_allocate_nothing() {
             assert_eq!(rx.recv().unwrap(), i);
             tx.try_send_slice(&[i; 8]).unwrap();
             assert_eq!(rx.try_recv_slice(&mut out).unwrap(), 8);
-            let mut chunk = tx.ring().write_chunk(2).unwrap();
+            let mut chunk = tx.write_chunk(2).unwrap();
             chunk.fill_from_slice(&[i, i]);
             chunk.commit_all();
-            rx.ring().read_chunk(2).unwrap().commit_all();
+            rx.read_chunk(2).unwrap().commit_all();
         }
         // Empty and timed-out receives take the slow path; still nothing.
         assert!(rx.try_recv().is_err());

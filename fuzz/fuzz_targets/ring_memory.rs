@@ -50,7 +50,8 @@ fuzz_target!(|input: &[u8]| {
             // SAFETY: fresh memory, no handle yet.
             unsafe { MpmcRing::<u64>::init(heap.region(), 5).unwrap() };
             scribble(&heap, skip, bytes);
-            if let Ok(ring) = MpmcHandle::<u64>::attach(heap.region()) {
+            // SAFETY: `heap` outlives the handle.
+            if let Ok(ring) = unsafe { MpmcHandle::<u64>::attach(heap.region()) } {
                 for i in 0..20 {
                     let _ = ring.try_push(i);
                     let _ = ring.try_pop();

@@ -131,7 +131,9 @@ fn mpmc_ring(capacity: usize) -> (Arc<HeapRegion>, MpmcHandle<u32>) {
         Arc::new(HeapRegion::new(MpmcRing::<u32>::required_size(capacity).unwrap()).unwrap());
     // SAFETY: fresh memory, no handle yet.
     unsafe { MpmcRing::<u32>::init(heap.region(), capacity).unwrap() };
-    let ring = MpmcHandle::<u32>::attach(heap.region()).unwrap();
+    // SAFETY: the heap is returned with the handle, and every thread that
+    // clones the handle also holds the heap.
+    let ring = unsafe { MpmcHandle::<u32>::attach(heap.region()) }.unwrap();
     (heap, ring)
 }
 

@@ -266,6 +266,7 @@ pub(crate) struct Endpoint {
     role: Role,
     slot: usize,
     identity: u64,
+    pid: u32,
     strategy: WaitStrategy,
     next_reap: Instant,
     // Last: the tables point into its mapping.
@@ -290,7 +291,7 @@ impl Endpoint {
         let region = ring_region(&segment)?;
         // SAFETY: `tables` points into the segment's mapping, alive here.
         wait_ready(unsafe { tables.as_ref() })?;
-        let identity = ProcessIdentity::current().to_word();
+        let identity = ProcessIdentity::current()?.to_word();
         // SAFETY: as above.
         let table = select(unsafe { tables.as_ref() }, role);
         let slot = if exclusive {
@@ -303,6 +304,7 @@ impl Endpoint {
             role,
             slot,
             identity,
+            pid: std::process::id(),
             strategy,
             next_reap: Instant::now(),
             segment,
@@ -365,9 +367,19 @@ impl Endpoint {
 
     /// Leaves the table. Callers wake the other side afterwards.
     pub(crate) fn leave(&mut self) {
-        if ProcessIdentity::current().to_word() == self.identity {
+        // A forked child holds a copy of this endpoint; only the process
+        // that claimed the slot frees it.
+        if std::process::id() == self.pid {
             select(self.tables(), self.role).free(self.slot, self.identity);
         }
+    }
+}
+
+impl Drop for Endpoint {
+    /// Leaves the table if the owner has not already: an endpoint whose
+    /// attach failed after claiming its slot must not hold the role.
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 

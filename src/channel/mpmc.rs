@@ -115,7 +115,9 @@ macro_rules! common {
                 strategy: WaitStrategy,
             ) -> Result<$end<T>, ChannelError> {
                 let (endpoint, region) = Endpoint::attach(segment, $role, false, strategy)?;
-                let ring = Ring(MpmcHandle::attach(region)?);
+                // SAFETY: the region lies in the segment the endpoint owns,
+                // which outlives the ring handle (dropped first, with `self`).
+                let ring = Ring(unsafe { MpmcHandle::attach(region)? });
                 Ok($end { ring, endpoint })
             }
 

@@ -23,7 +23,9 @@ use super::{
     ChannelError, ChannelOptions, Endpoint, PopEnd, PushEnd, RecvError, RecvTimeoutError, Role,
     SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use crate::ring::spsc::{Consumer, Producer, PushError, SpscRing};
+use crate::ring::spsc::{
+    ChunkError, Consumer, Producer, PushError, ReadChunk, SpscRing, WriteChunk,
+};
 use crate::ring::{Corruption, Pod};
 use crate::segment::{Address, Segment};
 use crate::sync::{Deadline, WaitStrategy};
@@ -149,10 +151,21 @@ impl<T: Pod> Sender<T> {
             .map_err(|_| TrySendError::Corrupted(()))
     }
 
-    /// The ring's producing end, for the zero-copy chunk API
-    /// ([`Producer::write_chunk`]). Disconnection is not checked there.
-    pub fn ring(&mut self) -> &mut Producer<T> {
-        &mut self.ring
+    /// Exactly `n` free slots to fill in place, or `TooFew` (see
+    /// [`Producer::write_chunk`]); commit the chunk to send them.
+    /// Disconnection is not checked here: see [`Sender::is_disconnected`].
+    pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        self.ring.write_chunk(n)
+    }
+
+    /// Up to `n` free slots to fill in place (possibly none).
+    pub fn write_chunk_up_to(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        self.ring.write_chunk_up_to(n)
+    }
+
+    /// Free slots now.
+    pub fn free_slots(&mut self) -> Result<usize, Corruption> {
+        self.ring.free_slots()
     }
 
     /// Whether every receiver has left (or was found dead).
@@ -243,10 +256,20 @@ impl<T: Pod> Receiver<T> {
         Ok(n)
     }
 
-    /// The ring's consuming end, for the zero-copy chunk API
-    /// ([`Consumer::read_chunk`]).
-    pub fn ring(&mut self) -> &mut Consumer<T> {
-        &mut self.ring
+    /// Exactly `n` ready items to read in place, or `TooFew` (see
+    /// [`Consumer::read_chunk`]); commit the chunk to release them.
+    pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
+        self.ring.read_chunk(n)
+    }
+
+    /// Up to `n` ready items to read in place (possibly none).
+    pub fn read_chunk_up_to(&mut self, n: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
+        self.ring.read_chunk_up_to(n)
+    }
+
+    /// Items ready now.
+    pub fn ready_items(&mut self) -> Result<usize, Corruption> {
+        self.ring.ready_items()
     }
 
     /// Whether every sender has left (or was found dead). Items may remain.

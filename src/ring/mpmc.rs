@@ -99,12 +99,14 @@ impl<T: Pod> MpmcRing<T> {
     pub unsafe fn init(region: Region, capacity: usize) -> Result<(), RingError> {
         let (slots_offset, total) = Self::layout(capacity)?;
         check_region(&region, total, std::mem::align_of::<Slot<T>>())?;
+        // `flags` holds the item size: the slot size alone cannot tell a
+        // u32 from a u64 (both pad to a 16-byte slot).
         let header = Header::new(RingInfo::new(
             MAGIC,
             capacity as u64,
             std::mem::size_of::<Slot<T>>() as u64,
             std::mem::align_of::<Slot<T>>() as u64,
-            0,
+            std::mem::size_of::<T>() as u64,
         ));
         let base = region.as_ptr();
         // SAFETY: the region holds `total` bytes aligned for the header and
@@ -163,9 +165,14 @@ const MAX_RETRIES: u32 = 1 << 20;
 
 impl<T: Pod> MpmcHandle<T> {
     /// Attaches to an initialised ring.
-    pub fn attach(region: Region) -> Result<MpmcHandle<T>, RingError> {
+    ///
+    /// # Safety
+    ///
+    /// The region's memory must stay valid while this handle or any clone
+    /// of it lives (a [`HeapRegion`](super::HeapRegion) must outlive them).
+    pub unsafe fn attach(region: Region) -> Result<MpmcHandle<T>, RingError> {
         let (slots_offset, min) = MpmcRing::<T>::layout(1)?;
-        let (header, capacity, _) = Header::attach(
+        let (header, capacity, item_size) = Header::attach(
             &region,
             min,
             std::mem::align_of::<Slot<T>>(),
@@ -175,6 +182,13 @@ impl<T: Pod> MpmcHandle<T> {
                 std::mem::align_of::<Slot<T>>() as u64,
             ),
         )?;
+        if item_size != std::mem::size_of::<T>() as u64 {
+            return Err(RingError::Incompatible {
+                field: "item size",
+                found: item_size,
+                expected: std::mem::size_of::<T>() as u64,
+            });
+        }
         let max = (region.len() - slots_offset) / std::mem::size_of::<Slot<T>>();
         let capacity = check_stored_capacity(capacity, max.min(1 << 40) as u64)? as u64;
         Ok(MpmcHandle {
@@ -238,7 +252,10 @@ impl<T: Pod> MpmcHandle<T> {
                         // Release: pairs with the Acquire sequence load in
                         // `try_pop`, publishing the value.
                         slot.sequence.store(full(position), Ordering::Release);
-                        header.data_ready.notify_one();
+                        // All, not one: items may be published out of order,
+                        // and a consumer woken for a later position than its
+                        // own would sleep again while another item waits.
+                        header.data_ready.notify_all();
                         return Ok(());
                     }
                     Err(current) => position = current,
@@ -308,7 +325,8 @@ impl<T: Pod> MpmcHandle<T> {
                             free(position.wrapping_add(self.capacity)),
                             Ordering::Release,
                         );
-                        header.space_ready.notify_one();
+                        // All, for the same reason as in `try_push`.
+                        header.space_ready.notify_all();
                         return Ok(item);
                     }
                     Err(current) => position = current,

@@ -45,6 +45,7 @@ const COMMITTED: u64 = 1 << 63;
 const SKIP: u64 = 1 << 31;
 const PAD_LEN: u64 = 0xffff_ffff;
 const LEN_MASK: u64 = 0x7fff_ffff;
+const TAG_MASK: u64 = 0x7fff_ffff << 32;
 /// The largest buffer: tags stay unique per lap (cap / 8 < 2^31 would not
 /// wrap them) and lengths fit in 31 bits.
 pub const MAX_CAPACITY: usize = 1 << 32;
@@ -125,7 +126,7 @@ impl RecordRing {
 
     /// The largest payload a ring of `capacity` bytes takes.
     pub fn max_payload(capacity: usize) -> usize {
-        capacity / 2 - HEADER
+        (capacity / 2).saturating_sub(HEADER)
     }
 
     fn check_capacity(capacity: usize) -> Result<(), RingError> {
@@ -331,7 +332,17 @@ impl RecordProducer {
                         }
                         .into());
                     }
-                    tail = header.tail.load(Ordering::Relaxed);
+                    // Bounded: if `tail` has not moved, no producer is
+                    // behind that `head`, and it is corrupt.
+                    let current = header.tail.load(Ordering::Relaxed);
+                    if current == tail {
+                        return Err(Corruption {
+                            field: "head",
+                            value: head,
+                        }
+                        .into());
+                    }
+                    tail = current;
                     continue;
                 }
                 let used = tail.wrapping_sub(head);
@@ -634,7 +645,7 @@ impl RecordConsumer {
                     }
                 }
                 let word = self.shared.buffer.word(offset).load(Ordering::Relaxed);
-                if word & COMMITTED == 0 || word & (0x7fff_ffff << 32) != tag(self.head) {
+                if word & COMMITTED == 0 || word & TAG_MASK != tag(self.head) {
                     return Err(Corruption {
                         field: "record header",
                         value: word,
@@ -646,7 +657,7 @@ impl RecordConsumer {
                 // Acquire: pairs with the producer's Release header store in
                 // `publish` (or of a pad in `try_reserve`).
                 let word = self.shared.buffer.word(offset).load(Ordering::Acquire);
-                if word & COMMITTED == 0 || word & (0x7fff_ffff << 32) != tag(self.head) {
+                if word & COMMITTED == 0 || word & TAG_MASK != tag(self.head) {
                     return Ok(None);
                 }
                 word
@@ -688,8 +699,20 @@ impl RecordConsumer {
     fn release(&mut self, size: u64) {
         let offset = self.shared.offset(self.head);
         if self.shared.mode == ProducerMode::Many {
-            // Stale bytes must never read as a header in a later lap.
-            self.shared.buffer.zero(offset, size as usize);
+            // Mark the record skipped first, so a consumer that dies from here
+            // on leaves a record its successor passes over, not a hole it
+            // would wait at forever. The header keeps its tag, which no later
+            // lap's position shares, so it can stay.
+            let header = self.shared.buffer.word(offset);
+            let word = header.load(Ordering::Relaxed);
+            if word & 0xffff_ffff != PAD_LEN {
+                header.store(word | SKIP, Ordering::Relaxed);
+            }
+            // Payload bytes, though, could read as a header at a later
+            // lap's record boundary: zero them.
+            self.shared
+                .buffer
+                .zero(offset + HEADER, size as usize - HEADER);
         }
         self.head = self.head.wrapping_add(size);
         let header = self.shared.header();
@@ -715,7 +738,10 @@ impl RecordConsumer {
             let published = match mode {
                 // Acquire: as in `peek`.
                 ProducerMode::Single => header.tail.load(Ordering::Acquire) != head,
-                ProducerMode::Many => word.load(Ordering::Acquire) & COMMITTED != 0,
+                ProducerMode::Many => {
+                    let word = word.load(Ordering::Acquire);
+                    word & COMMITTED != 0 && word & TAG_MASK == tag(head)
+                }
             };
             published || stop()
         })

@@ -39,7 +39,8 @@ fn mpmc(capacity: usize) -> (HeapRegion, MpmcHandle<u64>) {
     let heap = HeapRegion::new(MpmcRing::<u64>::required_size(capacity).unwrap()).unwrap();
     // SAFETY: fresh memory, no handle yet.
     unsafe { MpmcRing::<u64>::init(heap.region(), capacity).unwrap() };
-    let handle = MpmcHandle::attach(heap.region()).unwrap();
+    // SAFETY: the heap is returned with the handle and outlives it.
+    let handle = unsafe { MpmcHandle::attach(heap.region()) }.unwrap();
     (heap, handle)
 }
 
@@ -264,16 +265,14 @@ fn invalid_capacities_and_regions_are_refused() {
             Err(RingError::TooSmall { .. })
         ));
     }
-    assert!(matches!(
-        MpmcHandle::<u64>::attach(heap.region()),
-        Err(RingError::TooSmall { .. })
-    ));
+    // SAFETY: the attach fails; no handle outlives the heap.
+    let attached = unsafe { MpmcHandle::<u64>::attach(heap.region()) };
+    assert!(matches!(attached, Err(RingError::TooSmall { .. })));
     // Zeroed memory holds no ring.
     let heap = HeapRegion::new(4096).unwrap();
-    assert!(matches!(
-        MpmcHandle::<u64>::attach(heap.region()),
-        Err(RingError::Incompatible { .. })
-    ));
+    // SAFETY: as above.
+    let attached = unsafe { MpmcHandle::<u64>::attach(heap.region()) };
+    assert!(matches!(attached, Err(RingError::Incompatible { .. })));
     // A ring of one type does not attach as another.
     let (heap, _p, _c) = spsc(4);
     // SAFETY: the attach fails before any access beyond the header.
@@ -285,7 +284,8 @@ fn invalid_capacities_and_regions_are_refused() {
             ..
         })
     ));
-    assert!(MpmcHandle::<u64>::attach(heap.region()).is_err());
+    // SAFETY: as above.
+    assert!(unsafe { MpmcHandle::<u64>::attach(heap.region()) }.is_err());
 }
 
 /// Overwrites the u64 at `offset` of the region, as a faulty peer could.
@@ -373,6 +373,125 @@ fn unaligned_record_counters_are_corruption_not_a_panic() {
             assert!(RecordConsumer::attach(heap.region()).is_err());
         }
     }
+}
+
+// Regressions from a review of the ring layer.
+
+#[test]
+fn a_head_past_every_reservation_is_corruption_not_a_hang() {
+    let (heap, mut producer, _consumer) = records(64, ProducerMode::Many);
+    for _ in 0..3 {
+        producer.try_push(&[1; 8]).unwrap();
+    }
+    scribble(&heap, 256, 1 << 20);
+    assert!(matches!(
+        producer.try_push(&[2; 24]),
+        Err(ReserveError::Corrupted(_))
+    ));
+}
+
+#[test]
+fn a_stale_committed_header_does_not_make_the_consumer_spin() {
+    let (heap, _producer, mut consumer) = records(128, ProducerMode::Many);
+    let buffer = RecordRing::required_size(128).unwrap() - 128;
+    // Committed, but with the tag of position 8, not 0.
+    scribble(&heap, buffer, (1 << 63) | (1 << 32));
+    assert!(matches!(consumer.try_receive(), Err(PopError::Empty)));
+    let deadline = crate::sync::Deadline::after(std::time::Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let ready = consumer.wait_for_data(crate::sync::WaitStrategy::Park, Some(deadline), || false);
+    assert!(!ready, "the wait said ready while nothing can be received");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(90));
+}
+
+#[test]
+fn a_consumer_that_dies_inside_release_leaves_a_skippable_record() {
+    let (heap, mut producer, mut consumer) = records(128, ProducerMode::Many);
+    producer.try_push(&[9; 16]).unwrap();
+    producer.try_push(&[8; 16]).unwrap();
+    let buffer = RecordRing::required_size(128).unwrap() - 128;
+    // What `release` has done when its process dies before storing `head`:
+    // the header marked skipped, the payload zeroed.
+    let view = consumer.try_receive().unwrap();
+    std::mem::forget(view);
+    // SAFETY: reads the header word of the first record (offset 0).
+    let header = unsafe { &*heap.region().as_ptr().add(buffer).cast::<StdAtomicU64>() };
+    header.fetch_or(1 << 31, Ordering::Relaxed);
+    for word in 1..3 {
+        scribble(&heap, buffer + 8 * word, 0);
+    }
+    // SAFETY: the successor consumer; the first one is abandoned.
+    let mut successor = unsafe { RecordConsumer::attach(heap.region()) }.unwrap();
+    let mut out = Vec::new();
+    successor.try_receive_into(&mut out).unwrap();
+    assert_eq!(
+        out, [8; 16],
+        "the successor passes the half-released record"
+    );
+}
+
+#[test]
+fn out_of_order_publication_wakes_every_parked_consumer() {
+    if cfg!(miri) {
+        return; // timing-based; the loom models cover the protocol
+    }
+    let (heap, ring) = mpmc(4);
+    let heap = Arc::new(heap);
+    // Layout: tail (enqueue position) at 128, data_ready at 384, slots of
+    // { sequence, value } from 640.
+    // SAFETY: the WaitWord lives at 384 in the ring header.
+    let data_ready = unsafe {
+        &*heap
+            .region()
+            .as_ptr()
+            .add(384)
+            .cast::<crate::sync::WaitWord>()
+    };
+    let taken = Arc::new(StdAtomicU64::new(0));
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let (ring, taken, _keep) = (ring.clone(), taken.clone(), heap.clone());
+            std::thread::spawn(move || {
+                let deadline = crate::sync::Deadline::after(std::time::Duration::from_secs(5));
+                while !deadline.has_passed() {
+                    if ring.try_pop().is_ok() {
+                        taken.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    ring.wait_for_data(crate::sync::WaitStrategy::Park, Some(deadline), || false);
+                }
+            })
+        })
+        .collect();
+    while data_ready.sleepers() < 2 {
+        std::thread::yield_now();
+    }
+    // A slow producer claims position 0; a fast one publishes position 1.
+    scribble(&heap, 128, 1);
+    ring.try_push(11).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // The slow one publishes position 0 as `try_push` does.
+    scribble(&heap, 648, 10);
+    // SAFETY: slot 0's sequence word at 640.
+    unsafe { &*heap.region().as_ptr().add(640).cast::<StdAtomicU64>() }.store(1, Ordering::Release);
+    data_ready.notify_all();
+    let started = std::time::Instant::now();
+    for consumer in consumers {
+        consumer.join().unwrap();
+    }
+    assert_eq!(
+        taken.load(Ordering::Relaxed),
+        2,
+        "an item was left while a consumer slept"
+    );
+    // Well within the deadline: nobody waited it out.
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}
+
+#[test]
+fn tiny_capacities_do_not_underflow() {
+    assert_eq!(RecordRing::max_payload(8), 0);
+    assert_eq!(RecordRing::max_payload(0), 0);
 }
 
 #[test]

@@ -602,7 +602,7 @@ impl Segment {
     }
 
     fn register(&mut self) -> Result<(), SegmentError> {
-        let identity = participants::own_identity();
+        let identity = participants::own_identity()?;
         let table = &self.header().participants;
         let index = match participants::register(table, identity) {
             Some(index) => index,

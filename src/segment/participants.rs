@@ -17,6 +17,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::SegmentError;
 use crate::sys;
 
 #[repr(C)]
@@ -43,9 +44,11 @@ pub struct Participant {
 pub struct ProcessIdentity(u64);
 
 impl ProcessIdentity {
-    /// This process.
-    pub fn current() -> ProcessIdentity {
-        ProcessIdentity(own_identity())
+    /// This process. Fails only if `/proc/self/stat` cannot be read (no
+    /// /proc, or no file descriptors left): then we cannot name ourselves in
+    /// a way others can check, and must not claim anything.
+    pub fn current() -> Result<ProcessIdentity, SegmentError> {
+        own_identity().map(ProcessIdentity)
     }
 
     /// The packed word (never zero).
@@ -71,9 +74,24 @@ impl ProcessIdentity {
     }
 }
 
-/// This process's identity word.
-pub(crate) fn own_identity() -> u64 {
-    identity(sys::process::pid(), sys::process::own_start_ticks())
+/// This process's identity word, read from /proc once per process (the
+/// cache holds the pid, so a forked child reads its own).
+pub(crate) fn own_identity() -> Result<u64, SegmentError> {
+    static CACHED: AtomicU64 = AtomicU64::new(0);
+    let pid = sys::process::pid();
+    let cached = CACHED.load(Ordering::Relaxed);
+    if cached != 0 && split(cached).0 == pid {
+        return Ok(cached);
+    }
+    let stat = sys::process::proc_stat(pid)
+        .and_then(|stat| stat.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)))
+        .map_err(|source| SegmentError::Io {
+            op: "read /proc/self/stat",
+            source,
+        })?;
+    let word = identity(pid, stat.start_ticks);
+    CACHED.store(word, Ordering::Relaxed);
+    Ok(word)
 }
 
 fn identity(pid: u32, start_ticks: u64) -> u64 {
@@ -168,7 +186,7 @@ mod tests {
     #[test]
     fn register_list_deregister() {
         let table = table(3);
-        let me = own_identity();
+        let me = own_identity().unwrap();
         let a = register(&table, me).unwrap();
         let b = register(&table, me).unwrap();
         assert_ne!(a, b);
@@ -189,15 +207,15 @@ mod tests {
     #[test]
     fn full_table_refuses() {
         let table = table(2);
-        assert!(register(&table, own_identity()).is_some());
-        assert!(register(&table, own_identity()).is_some());
-        assert!(register(&table, own_identity()).is_none());
+        assert!(register(&table, own_identity().unwrap()).is_some());
+        assert!(register(&table, own_identity().unwrap()).is_some());
+        assert!(register(&table, own_identity().unwrap()).is_none());
     }
 
     #[test]
     fn reaps_dead_and_reused_pids_only() {
         let table = table(4);
-        let me = own_identity();
+        let me = own_identity().unwrap();
         register(&table, me).unwrap();
         // Our pid with another start time: a reused pid.
         register(&table, me ^ 0x1).unwrap();

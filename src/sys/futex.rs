@@ -34,7 +34,9 @@ pub fn futex_wait(futex: &AtomicU32, expected: u32, deadline: Option<MonotonicTi
                 expected,
                 timeout_ptr,
                 std::ptr::null::<u32>(),
-                libc::FUTEX_BITSET_MATCH_ANY,
+                // The kernel reads val3 as a u32; passing libc's i32 -1
+                // through the varargs is a type mismatch (Miri reports it).
+                libc::FUTEX_BITSET_MATCH_ANY as u32,
             )
         };
         if ret >= 0 {
@@ -52,6 +54,7 @@ pub fn futex_wait(futex: &AtomicU32, expected: u32, deadline: Option<MonotonicTi
 
 /// Wakes at most `count` waiters sleeping on `futex`; returns how many woke.
 pub fn futex_wake(futex: &AtomicU32, count: u32) -> usize {
+    // The kernel takes the count as an int; more than i32::MAX means all.
     let count = count.min(i32::MAX as u32) as libc::c_int;
     // SAFETY: `futex` is a live AtomicU32; FUTEX_WAKE only uses its address
     // as a key and never dereferences it beyond that.

@@ -70,14 +70,6 @@ fn parse_stat(text: &[u8]) -> Option<ProcStat> {
     Some(ProcStat { state, start_ticks })
 }
 
-/// This process's start time in clock ticks after boot.
-pub fn own_start_ticks() -> u64 {
-    proc_stat(pid())
-        .ok()
-        .flatten()
-        .map_or(0, |stat| stat.start_ticks)
-}
-
 /// Whether the process `pid` that started at `start_ticks` (low 32 bits
 /// compared) is still running. A zombie counts as dead: it runs no code and
 /// will never touch the segment again.
@@ -132,7 +124,7 @@ mod tests {
 
     #[test]
     fn self_is_alive_and_reused_start_is_not() {
-        let start = own_start_ticks();
+        let start = proc_stat(pid()).unwrap().unwrap().start_ticks;
         assert!(start > 0);
         assert!(is_alive(pid(), start as u32));
         assert!(!is_alive(pid(), (start as u32).wrapping_add(1)));

@@ -175,13 +175,12 @@ impl ThroughputTransport for SpscStream {
 impl Producer for spsc::Sender<u64> {
     fn produce(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
         let mut next = items.start;
-        let ring = self.ring();
         while next < items.end {
             let want = CHUNK.min((items.end - next) as usize);
-            let mut chunk = match ring.write_chunk_up_to(want) {
+            let mut chunk = match self.write_chunk_up_to(want) {
                 Ok(chunk) if !chunk.is_empty() => chunk,
                 Ok(_) => {
-                    stop.spin_until(|| ring.free_slots().ok().filter(|&n| n > 0))?;
+                    stop.spin_until(|| self.free_slots().ok().filter(|&n| n > 0))?;
                     continue;
                 }
                 Err(e) => return Err(format!("ipcring-spsc chunk: {e}")),
@@ -203,12 +202,11 @@ impl Producer for spsc::Sender<u64> {
 impl Consumer for spsc::Receiver<u64> {
     fn consume(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
         let mut expected = items.start;
-        let ring = self.ring();
         while expected < items.end {
-            let chunk = match ring.read_chunk_up_to(CHUNK) {
+            let chunk = match self.read_chunk_up_to(CHUNK) {
                 Ok(chunk) if !chunk.is_empty() => chunk,
                 Ok(_) => {
-                    stop.spin_until(|| ring.ready_items().ok().filter(|&n| n > 0))?;
+                    stop.spin_until(|| self.ready_items().ok().filter(|&n| n > 0))?;
                     continue;
                 }
                 Err(e) => return Err(format!("ipcring-spsc chunk: {e}")),
