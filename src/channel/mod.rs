@@ -447,6 +447,40 @@ fn claim_any(table: &RoleTable, role: Role, identity: u64) -> Result<usize, Chan
     })
 }
 
+/// What every endpoint type shares: its accessors, and leaving on drop
+/// (freeing its slot, then waking the other side with `$wake` so a blocked
+/// peer sees the departure at once).
+macro_rules! endpoint_common {
+    ($end:ident $(<$t:ident>)?, $wake:ident) => {
+        impl$(<$t: $crate::ring::Pod>)? $end$(<$t>)? {
+            /// Whether the other side has left entirely (or was found dead).
+            /// Items it sent may still wait to be received.
+            pub fn is_disconnected(&mut self) -> bool {
+                self.endpoint.peer_gone_or_dead()
+            }
+
+            /// How blocking operations wait.
+            pub fn set_wait_strategy(&mut self, strategy: $crate::sync::WaitStrategy) {
+                self.endpoint.set_strategy(strategy);
+            }
+
+            /// The segment, e.g. to send a memfd to another process.
+            pub fn segment(&self) -> &$crate::segment::Segment {
+                self.endpoint.segment()
+            }
+        }
+
+        impl$(<$t: $crate::ring::Pod>)? Drop for $end$(<$t>)? {
+            fn drop(&mut self) {
+                self.endpoint.leave();
+                self.ring.$wake();
+            }
+        }
+    };
+}
+
+pub(crate) use endpoint_common;
+
 /// A ring's producing end, as the send loops need it.
 pub(crate) trait PushEnd<T> {
     /// `Ok`, or the item back with whether the ring was corrupt.

@@ -48,6 +48,13 @@ pub fn create_segment<T: Pod>(
 
 struct Ring<T>(MpmcHandle<T>);
 
+impl<T: Pod> Ring<T> {
+    /// Wakes every sleeper on both sides (used when an endpoint leaves).
+    fn wake_all(&self) {
+        self.0.wake_all();
+    }
+}
+
 impl<T: Pod> PushEnd<T> for Ring<T> {
     #[inline]
     fn push(&mut self, item: T) -> Result<(), (T, bool)> {
@@ -120,28 +127,6 @@ macro_rules! common {
                 let ring = Ring(unsafe { MpmcHandle::attach(region)? });
                 Ok($end { ring, endpoint })
             }
-
-            /// How blocking operations wait.
-            pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-                self.endpoint.set_strategy(strategy);
-            }
-
-            /// Whether the other side has left entirely (or was found dead).
-            pub fn is_disconnected(&mut self) -> bool {
-                self.endpoint.peer_gone_or_dead()
-            }
-
-            /// The segment.
-            pub fn segment(&self) -> &Segment {
-                self.endpoint.segment()
-            }
-        }
-
-        impl<T: Pod> Drop for $end<T> {
-            fn drop(&mut self) {
-                self.endpoint.leave();
-                self.ring.0.wake_all();
-            }
         }
     };
 }
@@ -160,6 +145,8 @@ pub struct Receiver<T: Pod> {
 
 common!(Sender, Role::Producer);
 common!(Receiver, Role::Consumer);
+super::endpoint_common!(Sender<T>, wake_all);
+super::endpoint_common!(Receiver<T>, wake_all);
 
 impl<T: Pod> Sender<T> {
     /// Sends without blocking.

@@ -211,21 +211,6 @@ impl Sender {
                 .wait_for_space(record.len(), strategy, Some(until), stop);
         }
     }
-
-    /// Whether the receiver has left (or was found dead).
-    pub fn is_disconnected(&mut self) -> bool {
-        self.endpoint.peer_gone_or_dead()
-    }
-
-    /// How blocking operations wait.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.endpoint.set_strategy(strategy);
-    }
-
-    /// The segment.
-    pub fn segment(&self) -> &Segment {
-        self.endpoint.segment()
-    }
 }
 
 fn reserve_error(e: ReserveError) -> RecordSendError {
@@ -233,13 +218,6 @@ fn reserve_error(e: ReserveError) -> RecordSendError {
         ReserveError::Full => RecordSendError::Full,
         ReserveError::TooLarge { len, max } => RecordSendError::TooLarge { len, max },
         ReserveError::Corrupted(c) => RecordSendError::Corrupted(c),
-    }
-}
-
-impl Drop for Sender {
-    fn drop(&mut self) {
-        self.endpoint.leave();
-        self.ring.wake_consumer();
     }
 }
 
@@ -358,21 +336,6 @@ impl Receiver {
             self.ring.wait_for_data(strategy, Some(until), stop);
         }
     }
-
-    /// Whether every sender has left (or was found dead). Records may remain.
-    pub fn is_disconnected(&mut self) -> bool {
-        self.endpoint.peer_gone_or_dead()
-    }
-
-    /// How blocking operations wait.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.endpoint.set_strategy(strategy);
-    }
-
-    /// The segment.
-    pub fn segment(&self) -> &Segment {
-        self.endpoint.segment()
-    }
 }
 
 fn pop_error(e: crate::ring::record::PopError) -> TryRecvError {
@@ -382,9 +345,6 @@ fn pop_error(e: crate::ring::record::PopError) -> TryRecvError {
     }
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.endpoint.leave();
-        self.ring.wake_producers();
-    }
-}
+super::endpoint_common!(Sender, wake_consumer);
+
+super::endpoint_common!(Receiver, wake_producers);

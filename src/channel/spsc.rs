@@ -167,28 +167,6 @@ impl<T: Pod> Sender<T> {
     pub fn free_slots(&mut self) -> Result<usize, Corruption> {
         self.ring.free_slots()
     }
-
-    /// Whether every receiver has left (or was found dead).
-    pub fn is_disconnected(&mut self) -> bool {
-        self.endpoint.peer_gone_or_dead()
-    }
-
-    /// How blocking operations wait.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.endpoint.set_strategy(strategy);
-    }
-
-    /// The segment, e.g. to send a memfd to another process.
-    pub fn segment(&self) -> &Segment {
-        self.endpoint.segment()
-    }
-}
-
-impl<T: Pod> Drop for Sender<T> {
-    fn drop(&mut self) {
-        self.endpoint.leave();
-        self.ring.wake_consumer();
-    }
 }
 
 /// The receiving end. One per channel at a time.
@@ -271,26 +249,8 @@ impl<T: Pod> Receiver<T> {
     pub fn ready_items(&mut self) -> Result<usize, Corruption> {
         self.ring.ready_items()
     }
-
-    /// Whether every sender has left (or was found dead). Items may remain.
-    pub fn is_disconnected(&mut self) -> bool {
-        self.endpoint.peer_gone_or_dead()
-    }
-
-    /// How blocking operations wait.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.endpoint.set_strategy(strategy);
-    }
-
-    /// The segment.
-    pub fn segment(&self) -> &Segment {
-        self.endpoint.segment()
-    }
 }
 
-impl<T: Pod> Drop for Receiver<T> {
-    fn drop(&mut self) {
-        self.endpoint.leave();
-        self.ring.wake_producer();
-    }
-}
+super::endpoint_common!(Sender<T>, wake_consumer);
+
+super::endpoint_common!(Receiver<T>, wake_producer);

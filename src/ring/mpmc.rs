@@ -4,7 +4,7 @@
 //!
 //! | offset | field          | written by | meaning |
 //! |--------|----------------|------------|---------|
-//! | 0      | `info`         | creator    | [`RingInfo`](super::RingInfo), magic `MPMCRING` |
+//! | 0      | `info`         | creator    | [`RingInfo`], magic `MPMCRING` |
 //! | 128    | `tail`  | producers (CAS) | next position to claim for writing |
 //! | 256    | `head`  | consumers (CAS) | next position to claim for reading |
 //! | 384    | `data_ready`   | both | consumers sleep here |

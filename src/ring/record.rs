@@ -3,7 +3,7 @@
 //!
 //! | offset | field          | written by | meaning |
 //! |--------|----------------|------------|---------|
-//! | 0      | `info`         | creator    | [`RingInfo`](super::RingInfo), magic `RECDRING`; `capacity` in bytes (a power of two, 64 B to 4 GiB); `flags` 1 = one producer, 2 = many |
+//! | 0      | `info`         | creator    | [`RingInfo`], magic `RECDRING`; `capacity` in bytes (a power of two, 64 B to 4 GiB); `flags` 1 = one producer, 2 = many |
 //! | 128    | `tail`         | producers  | bytes ever reserved (one producer: a store at commit; many: a CAS at reserve) |
 //! | 256    | `head`         | consumer   | bytes ever released |
 //! | 384    | `data_ready`   | both | the consumer sleeps here |

@@ -5,7 +5,7 @@
 //!
 //! | offset | field         | written by     | meaning |
 //! |--------|---------------|----------------|---------|
-//! | 0      | `info`        | creator        | [`RingInfo`](super::RingInfo), magic `SPSCRING` |
+//! | 0      | `info`        | creator        | [`RingInfo`], magic `SPSCRING` |
 //! | 128    | `tail`        | producer only  | items ever pushed; `tail - head` is in `0..=capacity` |
 //! | 256    | `head`        | consumer only  | items ever popped |
 //! | 384    | `data_ready`  | both           | the consumer sleeps here; the producer notifies |
