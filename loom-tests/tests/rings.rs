@@ -11,14 +11,7 @@ use ipcring::ring::{HeapRegion, spsc};
 use ipcring::sync::WaitStrategy;
 use loom::sync::Arc;
 use loom::thread;
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(f);
-}
+use loom_tests::model;
 
 const PARK: WaitStrategy = WaitStrategy::Park;
 

@@ -8,14 +8,7 @@ use ipcring::sync::{WaitStrategy, WaitWord};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::thread;
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(f);
-}
+use loom_tests::model;
 
 /// One waiter, one notifier.
 #[test]

@@ -287,18 +287,18 @@ impl Endpoint {
         exclusive: bool,
         strategy: WaitStrategy,
     ) -> Result<(Endpoint, Region), ChannelError> {
-        let tables = NonNull::from(segment.view::<Endpoints>(0)?);
+        let view: &Endpoints = segment.view(0)?;
         let region = ring_region(&segment)?;
-        // SAFETY: `tables` points into the segment's mapping, alive here.
-        wait_ready(unsafe { tables.as_ref() })?;
+        wait_ready(view)?;
         let identity = ProcessIdentity::current()?.to_word();
-        // SAFETY: as above.
-        let table = select(unsafe { tables.as_ref() }, role);
+        let table = select(view, role);
         let slot = if exclusive {
             claim_exclusive(table, role, identity)?
         } else {
             claim_any(table, role, identity)?
         };
+        // Kept as a pointer: the endpoint owns the segment it points into.
+        let tables = NonNull::from(view);
         let endpoint = Endpoint {
             tables,
             role,
@@ -564,10 +564,8 @@ pub(crate) fn send<T>(
         let Some(until) = endpoint.slice(deadline) else {
             return Err(SendTimeoutError::Timeout(item));
         };
-        let peers = endpoint.peers() as *const RoleTable;
-        // SAFETY: the table lives in the endpoint's segment, alive for this
-        // call; the closure only loads atomics.
-        let mut stop = || unsafe { (*peers).is_gone() };
+        let peers = endpoint.peers();
+        let mut stop = || peers.is_gone();
         ring.wait_space(endpoint.strategy(), until, &mut stop);
     }
 }
@@ -616,9 +614,8 @@ pub(crate) fn recv<T>(
         let Some(until) = endpoint.slice(deadline) else {
             return Err(RecvTimeoutError::Timeout);
         };
-        let peers = endpoint.peers() as *const RoleTable;
-        // SAFETY: as in `send`.
-        let mut stop = || unsafe { (*peers).is_gone() };
+        let peers = endpoint.peers();
+        let mut stop = || peers.is_gone();
         ring.wait_data(endpoint.strategy(), until, &mut stop);
     }
 }

@@ -25,8 +25,7 @@
 use std::time::Duration;
 
 use super::{
-    ChannelError, ChannelOptions, Endpoint, RecvError, RecvTimeoutError, Role, RoleTable,
-    TryRecvError,
+    ChannelError, ChannelOptions, Endpoint, RecvError, RecvTimeoutError, Role, TryRecvError,
 };
 use crate::ring::Corruption;
 use crate::ring::record::{
@@ -202,10 +201,8 @@ impl Sender {
             let Some(until) = self.endpoint.slice(deadline) else {
                 return Err(RecordSendError::Timeout);
             };
-            let peers = self.endpoint.peers() as *const RoleTable;
-            // SAFETY: the table lives in the endpoint's segment, alive for
-            // this call; the closure only loads atomics.
-            let stop = || unsafe { (*peers).is_gone() };
+            let peers = self.endpoint.peers();
+            let stop = || peers.is_gone();
             let strategy = self.endpoint.strategy();
             self.ring
                 .wait_for_space(record.len(), strategy, Some(until), stop);
@@ -329,9 +326,8 @@ impl Receiver {
             let Some(until) = self.endpoint.slice(deadline) else {
                 return Err(RecvTimeoutError::Timeout);
             };
-            let peers = self.endpoint.peers() as *const RoleTable;
-            // SAFETY: as in `Sender::send_within`.
-            let stop = || unsafe { (*peers).is_gone() };
+            let peers = self.endpoint.peers();
+            let stop = || peers.is_gone();
             let strategy = self.endpoint.strategy();
             self.ring.wait_for_data(strategy, Some(until), stop);
         }
