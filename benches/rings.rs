@@ -53,7 +53,7 @@ fn mpmc(c: &mut Criterion) {
     // SAFETY: fresh memory.
     unsafe { MpmcRing::<u64>::init(heap.region(), 4096).unwrap() };
     // SAFETY: `heap` outlives the handle (both live to the end of this fn).
-    let ring = unsafe { MpmcHandle::<u64>::attach(heap.region()) }.unwrap();
+    let ring = unsafe { MpmcHandle::<u64>::attach(heap.region(), 0) }.unwrap();
     c.bench_function("mpmc try_push + try_pop (u64)", |b| {
         b.iter(|| {
             ring.try_push(black_box(7)).unwrap();
@@ -69,7 +69,7 @@ fn records(c: &mut Criterion) {
         let (mut tx, mut rx) = unsafe {
             RecordRing::init(heap.region(), 1 << 16, mode).unwrap();
             (
-                RecordProducer::attach(heap.region()).unwrap(),
+                RecordProducer::attach(heap.region(), 0).unwrap(),
                 RecordConsumer::attach(heap.region()).unwrap(),
             )
         };

@@ -21,8 +21,32 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("ipcring uses futexes, memfd and /proc: it supports Linux only");
 
+/// Marks a step where a test may make the operation stop for good (see
+/// [`failpoint`]); `$ret` is what the abandoned operation returns. Expands to
+/// nothing without the `failpoints` feature.
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        {
+            if $crate::failpoint::hit($name) {
+                return;
+            }
+        }
+    };
+    ($name:literal, $ret:expr) => {
+        #[cfg(feature = "failpoints")]
+        {
+            if $crate::failpoint::hit($name) {
+                return $ret;
+            }
+        }
+    };
+}
+
 #[cfg(not(loom))]
 pub mod channel;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 #[cfg(not(loom))]
 pub mod platform;
 pub mod ring;

@@ -51,7 +51,7 @@ fuzz_target!(|input: &[u8]| {
             unsafe { MpmcRing::<u64>::init(heap.region(), 5).unwrap() };
             scribble(&heap, skip, bytes);
             // SAFETY: `heap` outlives the handle.
-            if let Ok(ring) = unsafe { MpmcHandle::<u64>::attach(heap.region()) } {
+            if let Ok(ring) = unsafe { MpmcHandle::<u64>::attach(heap.region(), 0) } {
                 for i in 0..20 {
                     let _ = ring.try_push(i);
                     let _ = ring.try_pop();
@@ -66,7 +66,7 @@ fuzz_target!(|input: &[u8]| {
             scribble(&heap, skip, bytes);
             // SAFETY: one producer (either mode allows it) and one consumer.
             if let (Ok(mut tx), Ok(mut rx)) = unsafe {
-                (RecordProducer::attach(heap.region()), RecordConsumer::attach(heap.region()))
+                (RecordProducer::attach(heap.region(), 0), RecordConsumer::attach(heap.region()))
             } {
                 let mut out = Vec::new();
                 for i in 0..20usize {

@@ -124,10 +124,15 @@ fn mpmc_ring(capacity: usize) -> (Arc<HeapRegion>, MpmcHandle<u32>) {
         Arc::new(HeapRegion::new(MpmcRing::<u32>::required_size(capacity).unwrap()).unwrap());
     // SAFETY: fresh memory, no handle yet.
     unsafe { MpmcRing::<u32>::init(heap.region(), capacity).unwrap() };
-    // SAFETY: the heap is returned with the handle, and every thread that
-    // clones the handle also holds the heap.
-    let ring = unsafe { MpmcHandle::<u32>::attach(heap.region()) }.unwrap();
+    let ring = mpmc_handle(&heap, 0);
     (heap, ring)
+}
+
+/// Another handle on the ring in `heap`, claimer `id`.
+fn mpmc_handle(heap: &Arc<HeapRegion>, id: u8) -> MpmcHandle<u32> {
+    // SAFETY: every thread that holds a handle also holds the heap, and
+    // each concurrently used handle has its own id.
+    unsafe { MpmcHandle::<u32>::attach(heap.region(), id) }.unwrap()
 }
 
 /// Two producers race for one or two slots; one consumer takes both items,
@@ -140,7 +145,7 @@ fn mpmc_two_producers() {
             let producers: Vec<_> = [1u32, 2]
                 .into_iter()
                 .map(|item| {
-                    let (ring, keep) = (ring.clone(), heap.clone());
+                    let (ring, keep) = (mpmc_handle(&heap, item as u8), heap.clone());
                     thread::spawn(move || {
                         let _keep = keep;
                         push_blocking(&ring, item);
@@ -164,14 +169,14 @@ fn mpmc_two_consumers() {
     model(|| {
         let (heap, ring) = mpmc_ring(1);
         let other = {
-            let (ring, keep) = (ring.clone(), heap.clone());
+            let (ring, keep) = (mpmc_handle(&heap, 1), heap.clone());
             thread::spawn(move || {
                 let _keep = keep;
                 pop_blocking(&ring)
             })
         };
         let mine = {
-            let (ring, keep) = (ring.clone(), heap.clone());
+            let (ring, keep) = (mpmc_handle(&heap, 2), heap.clone());
             thread::spawn(move || {
                 let _keep = keep;
                 pop_blocking(&ring)
@@ -194,7 +199,7 @@ fn record_ring_single_producer_wraps() {
         let (mut producer, mut consumer) = unsafe {
             RecordRing::init(heap.region(), 64, ProducerMode::Single).unwrap();
             (
-                RecordProducer::attach(heap.region()).unwrap(),
+                RecordProducer::attach(heap.region(), 0).unwrap(),
                 RecordConsumer::attach(heap.region()).unwrap(),
             )
         };
@@ -240,7 +245,8 @@ fn record_ring_two_producers() {
                 let heap = heap.clone();
                 thread::spawn(move || {
                     // SAFETY: the ring is many-producer.
-                    let mut producer = unsafe { RecordProducer::attach(heap.region()) }.unwrap();
+                    let mut producer =
+                        unsafe { RecordProducer::attach(heap.region(), byte) }.unwrap();
                     while producer.try_push(&[byte; 9]).is_err() {
                         producer.wait_for_space(9, PARK, None, || false);
                     }

@@ -40,7 +40,7 @@ pub use error::{
     TrySendError,
 };
 
-use crate::ring::Region;
+use crate::ring::{Region, Repair, RingStats, Side};
 use crate::segment::{
     Address, CreateOptions, OpenOptions, ProcessIdentity, Segment, SegmentError, Shareable,
 };
@@ -58,14 +58,34 @@ const WAIT_SLICE: Duration = Duration::from_millis(100);
 /// How often an endpoint that finds the ring full or empty checks `/proc`.
 const REAP_INTERVAL: Duration = Duration::from_millis(50);
 
-const LIVE_MASK: u64 = 0xffff_ffff;
-const EVER_ONE: u64 = 1 << 32;
+/// `presence`: someone attached once (set by every claim, and restored by
+/// reapers that find a taken slot).
+const EVER: u64 = 1 << 63;
+/// `presence`: a hint of which slots are taken, bit `i` for slot `i`.
+const HINT_MASK: u64 = (1 << MAX_ENDPOINTS) - 1;
+/// A slot word with this bit set is being reaped; the other bits are the
+/// reaper's process identity (identities never use bit 63: pids are below
+/// 2^22).
+const REAPING: u64 = 1 << 63;
+
+fn bit(index: usize) -> u64 {
+    1 << index
+}
 
 /// One side's table.
+///
+/// The slots are the truth: a slot holds the identity of the process whose
+/// endpoint claimed it (with one compare-exchange), or a reaper's mark. The
+/// `presence` word only caches it, so that the per-send disconnection check
+/// is one load: a claim sets its bit after taking the slot and a leave
+/// clears it after freeing the slot. A process killed between the two steps
+/// leaves the hint wrong in one direction or the other, and both are safe:
+/// a hint that says "nobody" is confirmed against the slots before anyone is
+/// told the side is gone, and a stale bit is cleared by the next reaper.
 #[repr(C)]
 #[derive(Debug)]
 pub struct RoleTable {
-    census: AtomicU64,
+    presence: AtomicU64,
     slots: [AtomicU64; MAX_ENDPOINTS],
 }
 
@@ -85,65 +105,83 @@ unsafe impl Shareable for Endpoints {}
 
 impl RoleTable {
     /// Someone attached once and nobody is attached now.
+    #[inline]
     fn is_gone(&self) -> bool {
-        // Acquire: pairs with the Release `fetch_sub` in `free`, so what the
-        // last endpoint published before leaving is visible to us.
-        let census = self.census.load(Ordering::Acquire);
-        census >> 32 != 0 && census & LIVE_MASK == 0
+        // Acquire: pairs with the Release `fetch_and` in `vacate`, so what
+        // the last endpoint published before leaving is visible to us.
+        let presence = self.presence.load(Ordering::Acquire);
+        if presence & EVER == 0 || presence & HINT_MASK != 0 {
+            return false;
+        }
+        self.confirm_empty()
     }
 
+    /// The hint says nobody is here: check the slots themselves.
+    #[cold]
+    fn confirm_empty(&self) -> bool {
+        for (index, slot) in self.slots.iter().enumerate() {
+            // Acquire: pairs with the Release CAS in `vacate`.
+            if slot.load(Ordering::Acquire) != 0 {
+                // A claim that has not set its bit yet, or a bit a reaper's
+                // race cleared: put it back.
+                self.presence.fetch_or(bit(index), Ordering::Relaxed);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Takes slot `index` if it holds `expected` (0: free).
     fn claim(&self, index: usize, expected: u64, identity: u64) -> bool {
         let Some(slot) = self.slots.get(index) else {
             return false;
         };
-        // Acquire: pairs with the Release store in `free`, so a successor
-        // sees what its predecessor did.
+        // Acquire: pairs with the Release CAS in `vacate`, so a successor
+        // sees what its predecessor (or the reaper that repaired after it)
+        // did.
         if slot
             .compare_exchange(expected, identity, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             return false;
         }
-        if expected == 0 {
-            self.census.fetch_add(EVER_ONE | 1, Ordering::Relaxed);
-        } else {
-            // A takeover: the dead holder's place becomes ours.
-            self.census.fetch_add(EVER_ONE, Ordering::Relaxed);
-        }
+        failpoint!("channel.attach.claimed", true);
+        // Relaxed: the hint publishes nothing; the slot is the truth.
+        self.presence.fetch_or(EVER | bit(index), Ordering::Relaxed);
         true
     }
 
-    /// Frees slot `index` if it holds `identity`; true if this call freed it.
-    fn free(&self, index: usize, identity: u64) -> bool {
+    /// Frees slot `index` if it holds `current`; true if this call freed it.
+    fn vacate(&self, index: usize, current: u64) -> bool {
         let Some(slot) = self.slots.get(index) else {
             return false;
         };
-        // Release: pairs with the Acquire in `claim` and in `is_gone`:
-        // everything this endpoint published happens before its leaving.
+        // Release: pairs with the Acquire in `claim` and `confirm_empty`:
+        // everything this endpoint (or reaper) did happens before the slot
+        // is free.
         if slot
-            .compare_exchange(identity, 0, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
+            .compare_exchange(current, 0, Ordering::Release, Ordering::Relaxed)
+            .is_err()
         {
-            // Release: pairs with the Acquire load in `is_gone`.
-            self.census.fetch_sub(1, Ordering::Release);
-            true
-        } else {
-            false
+            return false;
         }
+        failpoint!("channel.detach.freed", true);
+        // Release: pairs with the Acquire load in `is_gone`.
+        self.presence.fetch_and(!bit(index), Ordering::Release);
+        true
     }
 
-    /// Frees the slots of dead processes; returns how many.
-    fn reap(&self) -> usize {
-        let mut reaped = 0;
+    /// Clears hint bits of slots that are free: left by a process killed
+    /// between freeing its slot and clearing its bit.
+    fn tidy_hint(&self) {
+        let presence = self.presence.load(Ordering::Relaxed);
         for (index, slot) in self.slots.iter().enumerate() {
-            let word = slot.load(Ordering::Relaxed);
-            if let Some(holder) = ProcessIdentity::from_word(word) {
-                if !holder.is_alive() && self.free(index, word) {
-                    reaped += 1;
-                }
+            if presence & bit(index) != 0 && slot.load(Ordering::Relaxed) == 0 {
+                // Release: as in `vacate`. A claim racing with this may lose
+                // its bit; `confirm_empty` puts it back.
+                self.presence.fetch_and(!bit(index), Ordering::Release);
             }
         }
-        reaped
     }
 }
 
@@ -159,6 +197,13 @@ impl Role {
         match self {
             Role::Producer => "producer",
             Role::Consumer => "consumer",
+        }
+    }
+
+    fn side(self) -> Side {
+        match self {
+            Role::Producer => Side::Producer,
+            Role::Consumer => Side::Consumer,
         }
     }
 }
@@ -260,16 +305,40 @@ pub(crate) fn open_segment(address: &Address, kind: u32) -> Result<Segment, Chan
     Ok(Segment::open(address, &OpenOptions::new().kind(kind))?)
 }
 
+/// What a channel's ring offers the endpoint layer for repairing the claims
+/// of dead endpoints (rings with many writers; see `ring::claims`).
+pub(crate) trait ClaimRepair: Send {
+    /// What claimer `id` on `side` last announced.
+    fn claim_record(&self, side: Side, id: u8) -> u64;
+    /// Repairs the claim `record` of dead claimer `id` on `side`.
+    fn repair(&self, side: Side, id: u8, record: u64) -> Repair;
+    /// Repairs and losses so far.
+    fn stats(&self) -> RingStats;
+}
+
+/// Repair and loss counts of a channel, kept in its ring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Claims of dead endpoints that survivors repaired.
+    pub repairs: u64,
+    /// Items dropped because the receiver holding them died (MPMC only; at
+    /// most once delivery for those).
+    pub losses: u64,
+}
+
 /// What every endpoint holds: its segment, its slot, how it waits.
 pub(crate) struct Endpoint {
     tables: NonNull<Endpoints>,
     role: Role,
+    /// Our slot; `usize::MAX` until claimed.
     slot: usize,
     identity: u64,
     pid: u32,
     strategy: WaitStrategy,
     next_reap: Instant,
-    // Last: the tables point into its mapping.
+    /// Repairs dead endpoints' claims; `None` for rings without claims.
+    repairer: Option<Box<dyn ClaimRepair>>,
+    // Last: the tables and the repairer point into its mapping.
     segment: Segment,
 }
 
@@ -279,35 +348,43 @@ pub(crate) struct Endpoint {
 unsafe impl Send for Endpoint {}
 
 impl Endpoint {
-    /// Waits for the ring to be published, then claims a slot on `role`'s
-    /// side: slot 0 only (taking it over from a dead holder) if `exclusive`.
+    /// Waits for the ring to be published, repairs what dead endpoints
+    /// left, then claims a slot on `role`'s side: slot 0 only (taking it
+    /// over from a dead holder) if `exclusive`. `repairer` makes the ring's
+    /// repair handle, if the ring has claims.
     pub(crate) fn attach(
         segment: Segment,
         role: Role,
         exclusive: bool,
         strategy: WaitStrategy,
+        repairer: impl FnOnce(Region) -> Result<Option<Box<dyn ClaimRepair>>, ChannelError>,
     ) -> Result<(Endpoint, Region), ChannelError> {
         let view: &Endpoints = segment.view(0)?;
         let region = ring_region(&segment)?;
         wait_ready(view)?;
+        let repairer = repairer(region)?;
         let identity = ProcessIdentity::current()?.to_word();
-        let table = select(view, role);
-        let slot = if exclusive {
-            claim_exclusive(table, role, identity)?
-        } else {
-            claim_any(table, role, identity)?
-        };
         // Kept as a pointer: the endpoint owns the segment it points into.
         let tables = NonNull::from(view);
-        let endpoint = Endpoint {
+        let mut endpoint = Endpoint {
             tables,
             role,
-            slot,
+            slot: usize::MAX,
             identity,
             pid: std::process::id(),
             strategy,
             next_reap: Instant::now(),
+            repairer,
             segment,
+        };
+        // A fresh endpoint first clears what dead ones left, so that it
+        // (and everyone else) is not stuck behind their claims.
+        endpoint.reap(Role::Producer);
+        endpoint.reap(Role::Consumer);
+        endpoint.slot = if exclusive {
+            endpoint.claim_exclusive()?
+        } else {
+            endpoint.claim_any()?
         };
         Ok((endpoint, region))
     }
@@ -315,6 +392,11 @@ impl Endpoint {
     fn tables(&self) -> &Endpoints {
         // SAFETY: points into `self.segment`'s mapping, alive as long as self.
         unsafe { self.tables.as_ref() }
+    }
+
+    /// Our slot index, which is also our claimer id in the ring.
+    pub(crate) fn id(&self) -> u8 {
+        self.slot as u8
     }
 
     /// The other side's table.
@@ -331,16 +413,155 @@ impl Endpoint {
         self.peers().is_gone()
     }
 
-    /// The slow check, when the ring is full or empty: also looks for
-    /// peers that died without leaving (at most every 50 ms).
+    /// The slow check, when the ring is full or empty (at most every
+    /// 50 ms): reaps dead endpoints on both sides, repairing their claims,
+    /// so that neither a dead peer nor a dead fellow endpoint can wedge us.
     #[cold]
     pub(crate) fn peer_gone_or_dead(&mut self) -> bool {
         let now = Instant::now();
         if now >= self.next_reap {
             self.next_reap = now + REAP_INTERVAL;
-            self.peers().reap();
+            self.reap(Role::Producer);
+            self.reap(Role::Consumer);
         }
         self.peer_gone()
+    }
+
+    /// Frees the slots of `role`'s dead endpoints, repairing their claims
+    /// first; returns how many.
+    fn reap(&self, role: Role) -> usize {
+        let table = select(self.tables(), role);
+        let mut reaped = 0;
+        let mut taken = false;
+        for index in 0..MAX_ENDPOINTS {
+            let word = table.slots[index].load(Ordering::Relaxed);
+            if word == 0 {
+                continue;
+            }
+            taken = true;
+            if role == self.role && index == self.slot {
+                continue;
+            }
+            if self.reap_slot(role, index, word) {
+                reaped += 1;
+            }
+        }
+        if taken {
+            // Someone attached, whatever a scribbled `presence` says.
+            // Relaxed: a hint; the slots are the truth.
+            table.presence.fetch_or(EVER, Ordering::Relaxed);
+        }
+        table.tidy_hint();
+        reaped
+    }
+
+    /// Whether the holder of `role`'s slot `index`, whose word is `word`,
+    /// is alive.
+    fn holder_alive(&self, _role: Role, _index: usize, word: u64) -> bool {
+        ProcessIdentity::from_word(word).is_some_and(|holder| holder.is_alive())
+    }
+
+    /// Reaps one slot whose word was `word`, if its holder (or the reaper
+    /// that marked it) is dead: mark it with our identity, repair the dead
+    /// holder's claim, free it. True if this call freed it.
+    ///
+    /// The mark makes us the only live repairer, and keeps the slot (and so
+    /// the claim record of the same index) from being reused until the
+    /// repair is done. A reaper that dies leaves its mark, which the next
+    /// reaper takes over.
+    fn reap_slot(&self, role: Role, index: usize, word: u64) -> bool {
+        let table = select(self.tables(), role);
+        let dead = if word & REAPING != 0 {
+            !ProcessIdentity::from_word(word & !REAPING).is_some_and(|reaper| reaper.is_alive())
+        } else {
+            !self.holder_alive(role, index, word)
+        };
+        if !dead {
+            return false;
+        }
+        let mark = self.identity | REAPING;
+        // Acquire: pairs with the Release CAS in `vacate` and the holder's
+        // claim, so the claim record we read next is the dead holder's.
+        if table.slots[index]
+            .compare_exchange(word, mark, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        failpoint!("channel.reap.marked", false);
+        if let Some(repairer) = &self.repairer {
+            let side = role.side();
+            let id = index as u8;
+            let record = repairer.claim_record(side, id);
+            // The record is the dead holder's only while our mark stands.
+            if table.slots[index].load(Ordering::Acquire) != mark {
+                return false;
+            }
+            repairer.repair(side, id, record);
+        }
+        failpoint!("channel.reap.repaired", false);
+        table.vacate(index, mark)
+    }
+
+    /// Claims slot 0 of our side, taking it over from a dead holder.
+    fn claim_exclusive(&self) -> Result<usize, ChannelError> {
+        let table = select(self.tables(), self.role);
+        for _ in 0..64 {
+            let holder = table.slots[0].load(Ordering::Relaxed);
+            if holder == 0 {
+                if table.claim(0, 0, self.identity) {
+                    return Ok(0);
+                }
+                continue;
+            }
+            if holder & REAPING == 0 && self.holder_alive(self.role, 0, holder) {
+                return Err(ChannelError::RoleTaken {
+                    role: self.role.name(),
+                    pid: ProcessIdentity::from_word(holder).map_or(0, |p| p.pid()),
+                });
+            }
+            // A dead holder, or a reaper at work: reap (or let it finish).
+            if !self.reap_slot(self.role, 0, holder) {
+                std::thread::yield_now();
+            }
+        }
+        // Lost every race: others keep taking and leaving the slot.
+        let holder = table.slots[0].load(Ordering::Relaxed) & !REAPING;
+        Err(ChannelError::RoleTaken {
+            role: self.role.name(),
+            pid: ProcessIdentity::from_word(holder).map_or(0, |p| p.pid()),
+        })
+    }
+
+    /// Claims any free slot of our side.
+    fn claim_any(&self) -> Result<usize, ChannelError> {
+        let table = select(self.tables(), self.role);
+        for attempt in 0..2 {
+            for index in 0..MAX_ENDPOINTS {
+                if table.claim(index, 0, self.identity) {
+                    return Ok(index);
+                }
+            }
+            if attempt == 0 {
+                self.reap(self.role);
+            }
+        }
+        Err(ChannelError::TooManyEndpoints {
+            role: self.role.name(),
+            capacity: MAX_ENDPOINTS,
+        })
+    }
+
+    /// Repairs and losses counted in the ring.
+    pub(crate) fn stats(&self) -> ChannelStats {
+        let stats = self
+            .repairer
+            .as_ref()
+            .map_or(RingStats::default(), |repairer| repairer.stats());
+        ChannelStats {
+            repairs: stats.repairs,
+            losses: stats.losses,
+        }
     }
 
     /// The next wait slice, or `None` once `deadline` has passed.
@@ -370,7 +591,7 @@ impl Endpoint {
         // A forked child holds a copy of this endpoint; only the process
         // that claimed the slot frees it.
         if std::process::id() == self.pid {
-            select(self.tables(), self.role).free(self.slot, self.identity);
+            select(self.tables(), self.role).vacate(self.slot, self.identity);
         }
     }
 }
@@ -402,51 +623,6 @@ fn wait_ready(tables: &Endpoints) -> Result<(), ChannelError> {
     Ok(())
 }
 
-fn claim_exclusive(table: &RoleTable, role: Role, identity: u64) -> Result<usize, ChannelError> {
-    for _ in 0..8 {
-        let holder = table.slots[0].load(Ordering::Relaxed);
-        match ProcessIdentity::from_word(holder) {
-            None if table.claim(0, 0, identity) => return Ok(0),
-            None => continue,
-            Some(process) if !process.is_alive() => {
-                if table.claim(0, holder, identity) {
-                    return Ok(0);
-                }
-            }
-            Some(process) => {
-                return Err(ChannelError::RoleTaken {
-                    role: role.name(),
-                    pid: process.pid(),
-                });
-            }
-        }
-    }
-    // Eight lost races in a row: others keep taking and leaving the slot.
-    let pid =
-        ProcessIdentity::from_word(table.slots[0].load(Ordering::Relaxed)).map_or(0, |p| p.pid());
-    Err(ChannelError::RoleTaken {
-        role: role.name(),
-        pid,
-    })
-}
-
-fn claim_any(table: &RoleTable, role: Role, identity: u64) -> Result<usize, ChannelError> {
-    for attempt in 0..2 {
-        for index in 0..MAX_ENDPOINTS {
-            if table.claim(index, 0, identity) {
-                return Ok(index);
-            }
-        }
-        if attempt == 0 {
-            table.reap();
-        }
-    }
-    Err(ChannelError::TooManyEndpoints {
-        role: role.name(),
-        capacity: MAX_ENDPOINTS,
-    })
-}
-
 /// What every endpoint type shares: its accessors, and leaving on drop
 /// (freeing its slot, then waking the other side with `$wake` so a blocked
 /// peer sees the departure at once).
@@ -467,6 +643,12 @@ macro_rules! endpoint_common {
             /// The segment, e.g. to send a memfd to another process.
             pub fn segment(&self) -> &$crate::segment::Segment {
                 self.endpoint.segment()
+            }
+
+            /// Claims of dead endpoints repaired in this channel, and items
+            /// lost with a receiver that died holding them.
+            pub fn stats(&self) -> $crate::channel::ChannelStats {
+                self.endpoint.stats()
             }
         }
 

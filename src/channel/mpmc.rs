@@ -25,7 +25,7 @@ use super::{
     SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::ring::mpmc::{MpmcHandle, MpmcRing, PushError};
-use crate::ring::{Corruption, Pod};
+use crate::ring::{Corruption, Pod, Region, Repair, RingStats, Side};
 use crate::segment::{Address, Segment};
 use crate::sync::{Deadline, WaitStrategy};
 
@@ -47,6 +47,36 @@ pub fn create_segment<T: Pod>(
 }
 
 struct Ring<T>(MpmcHandle<T>);
+
+/// The repair handle: claimer id 0 on both sides, used only to read claim
+/// records and repair (never to push or pop).
+struct Repairer<T>(MpmcHandle<T>);
+
+// SAFETY: the repairer never reads or writes a value of T: it touches only
+// sequence words, counters and claim records, which are atomics.
+unsafe impl<T> Send for Repairer<T> {}
+
+impl<T: Pod> super::ClaimRepair for Repairer<T> {
+    fn claim_record(&self, side: Side, id: u8) -> u64 {
+        self.0.claim_record(side, id)
+    }
+
+    fn repair(&self, side: Side, id: u8, record: u64) -> Repair {
+        self.0.repair(side, id, record)
+    }
+
+    fn stats(&self) -> RingStats {
+        self.0.stats()
+    }
+}
+
+fn repairer<T: Pod>(region: Region) -> Result<Option<Box<dyn super::ClaimRepair>>, ChannelError> {
+    // SAFETY: the region lies in the segment the endpoint owns, and the
+    // endpoint drops the repairer before the segment. It never pushes or
+    // pops, so sharing id 0 with a live endpoint is harmless.
+    let handle = unsafe { MpmcHandle::<T>::attach(region, 0)? };
+    Ok(Some(Box::new(Repairer(handle))))
+}
 
 impl<T: Pod> Ring<T> {
     /// Wakes every sleeper on both sides (used when an endpoint leaves).
@@ -121,10 +151,13 @@ macro_rules! common {
                 segment: Segment,
                 strategy: WaitStrategy,
             ) -> Result<$end<T>, ChannelError> {
-                let (endpoint, region) = Endpoint::attach(segment, $role, false, strategy)?;
+                let (endpoint, region) =
+                    Endpoint::attach(segment, $role, false, strategy, repairer::<T>)?;
                 // SAFETY: the region lies in the segment the endpoint owns,
-                // which outlives the ring handle (dropped first, with `self`).
-                let ring = Ring(unsafe { MpmcHandle::attach(region)? });
+                // which outlives the ring handle (dropped first, with
+                // `self`); our id is our endpoint slot, which no other live
+                // endpoint of our side holds.
+                let ring = Ring(unsafe { MpmcHandle::attach(region, endpoint.id())? });
                 Ok($end { ring, endpoint })
             }
         }

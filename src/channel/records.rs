@@ -27,10 +27,10 @@ use std::time::Duration;
 use super::{
     ChannelError, ChannelOptions, Endpoint, RecvError, RecvTimeoutError, Role, TryRecvError,
 };
-use crate::ring::Corruption;
 use crate::ring::record::{
     ProducerMode, RecordConsumer, RecordGrant, RecordProducer, RecordRing, RecordView, ReserveError,
 };
+use crate::ring::{Corruption, Region, Repair, RingStats, Side};
 use crate::segment::{Address, Segment};
 use crate::sync::{Deadline, WaitStrategy};
 
@@ -129,11 +129,13 @@ impl Sender {
 
     fn attach_with(segment: Segment, strategy: WaitStrategy) -> Result<Sender, ChannelError> {
         let exclusive = segment.kind() != KIND_MANY;
-        let (endpoint, region) = Endpoint::attach(segment, Role::Producer, exclusive, strategy)?;
+        let (endpoint, region) =
+            Endpoint::attach(segment, Role::Producer, exclusive, strategy, repairer)?;
         // SAFETY: in a single-sender channel the exclusive producer slot is
-        // ours; a many-sender ring allows any number of producers. The
-        // ring's own mode flag must agree with the segment kind.
-        let ring = unsafe { RecordProducer::attach(region)? };
+        // ours; a many-sender ring allows any number of producers, each
+        // with its endpoint slot as its id. The ring's own mode flag must
+        // agree with the segment kind.
+        let ring = unsafe { RecordProducer::attach(region, endpoint.id())? };
         if (ring.mode() == ProducerMode::Single) != exclusive {
             return Err(crate::ring::RingError::Incompatible {
                 field: "producer mode",
@@ -210,6 +212,39 @@ impl Sender {
     }
 }
 
+/// The repair handle: a producer handle that never reserves, used to read
+/// claim records and repair the reservations of dead senders.
+struct Repairer(RecordProducer);
+
+impl super::ClaimRepair for Repairer {
+    fn claim_record(&self, side: Side, id: u8) -> u64 {
+        match side {
+            Side::Producer => self.0.claim_record(id),
+            Side::Consumer => crate::ring::claims::NO_CLAIM_RECORD,
+        }
+    }
+
+    fn repair(&self, side: Side, id: u8, record: u64) -> Repair {
+        match side {
+            Side::Producer => self.0.repair(id, record),
+            // The one receiver claims nothing: a successor resumes at `head`.
+            Side::Consumer => Repair::Nothing,
+        }
+    }
+
+    fn stats(&self) -> RingStats {
+        self.0.stats()
+    }
+}
+
+fn repairer(region: Region) -> Result<Option<Box<dyn super::ClaimRepair>>, ChannelError> {
+    // SAFETY: the region lies in the segment the endpoint owns, which drops
+    // the repairer first. It never reserves, so it does not count as a
+    // producer, and sharing id 0 with a live sender is harmless.
+    let handle = unsafe { RecordProducer::attach(region, 0)? };
+    Ok(Some(Box::new(Repairer(handle))))
+}
+
 fn reserve_error(e: ReserveError) -> RecordSendError {
     match e {
         ReserveError::Full => RecordSendError::Full,
@@ -247,7 +282,8 @@ impl Receiver {
     }
 
     fn attach_with(segment: Segment, strategy: WaitStrategy) -> Result<Receiver, ChannelError> {
-        let (endpoint, region) = Endpoint::attach(segment, Role::Consumer, true, strategy)?;
+        let (endpoint, region) =
+            Endpoint::attach(segment, Role::Consumer, true, strategy, repairer)?;
         // SAFETY: the exclusive consumer slot is ours.
         let ring = unsafe { RecordConsumer::attach(region)? };
         Ok(Receiver { ring, endpoint })

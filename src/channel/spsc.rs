@@ -116,7 +116,8 @@ impl<T: Pod> Sender<T> {
     }
 
     fn attach_with(segment: Segment, strategy: WaitStrategy) -> Result<Sender<T>, ChannelError> {
-        let (endpoint, region) = Endpoint::attach(segment, Role::Producer, true, strategy)?;
+        let (endpoint, region) =
+            Endpoint::attach(segment, Role::Producer, true, strategy, |_| Ok(None))?;
         // SAFETY: the exclusive producer slot is ours, so no other
         // Producer uses this ring while we hold it.
         let ring = unsafe { Producer::attach(region)? };
@@ -197,7 +198,8 @@ impl<T: Pod> Receiver<T> {
     }
 
     fn attach_with(segment: Segment, strategy: WaitStrategy) -> Result<Receiver<T>, ChannelError> {
-        let (endpoint, region) = Endpoint::attach(segment, Role::Consumer, true, strategy)?;
+        let (endpoint, region) =
+            Endpoint::attach(segment, Role::Consumer, true, strategy, |_| Ok(None))?;
         // SAFETY: the exclusive consumer slot is ours.
         let ring = unsafe { Consumer::attach(region)? };
         Ok(Receiver { ring, endpoint })

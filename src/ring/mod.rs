@@ -13,11 +13,14 @@
 //! size and alignment) that `attach` validates against the handle's type, and
 //! keeps producer-owned and consumer-owned words on separate cache lines.
 
+pub mod claims;
 pub mod mpmc;
 pub mod record;
 pub mod spsc;
 
 mod bytes;
+#[cfg(all(test, not(loom), feature = "failpoints"))]
+mod recovery_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
@@ -25,6 +28,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 pub use bytemuck::Pod;
+pub use claims::{MAX_CLAIMERS, Repair, RingStats, Side};
 
 use crossbeam_utils::CachePadded;
 
@@ -151,6 +155,12 @@ pub enum RingError {
         capacity: usize,
         /// Why it was refused.
         reason: &'static str,
+    },
+    /// A claimer id outside `0..MAX_CLAIMERS`.
+    #[error("claimer id {id} is out of range (0 to 30)")]
+    InvalidClaimer {
+        /// The id given.
+        id: u8,
     },
     /// The item type cannot live in a ring (zero-sized).
     #[error("zero-sized item types cannot be sent")]

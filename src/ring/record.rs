@@ -3,12 +3,13 @@
 //!
 //! | offset | field          | written by | meaning |
 //! |--------|----------------|------------|---------|
-//! | 0      | `info`         | creator    | [`RingInfo`], magic `RECDRING`; `capacity` in bytes (a power of two, 64 B to 4 GiB); `flags` 1 = one producer, 2 = many |
-//! | 128    | `tail`         | producers  | bytes ever reserved (one producer: a store at commit; many: a CAS at reserve) |
+//! | 0      | `info`         | creator    | [`RingInfo`], magic `RECDRNG2`; `capacity` in bytes (a power of two, 64 B to 4 GiB); `flags` 1 = one producer, 2 = many |
+//! | 128    | `tail`         | producers  | bytes ever reserved: one producer stores it at commit; many CAS `position << 5 \| (id + 1)` at reserve |
 //! | 256    | `head`         | consumer   | bytes ever released |
 //! | 384    | `data_ready`   | both | the consumer sleeps here |
 //! | 512    | `space_ready`  | both | producers sleep here |
-//! | 640    | buffer         | | `capacity` bytes of records |
+//! | 640    | claims         | each producer its own record | see [`claims`]; used with many producers |
+//! | 8960   | buffer         | | `capacity` bytes of records |
 //!
 //! A record is an 8-byte header word and its payload, padded to 8 bytes. It
 //! never wraps: when it does not fit before the end, the producer first
@@ -28,18 +29,33 @@
 //! header with the right tag, and zeroes the bytes it consumes, so that
 //! stale payload bytes never look like a header in a later lap.
 //!
+//! **Repair (many producers).** Before its CAS on `tail`, a producer
+//! announces the range it is about to reserve (start and size, with the
+//! pad) in its claim record, and its id goes into `tail` with the CAS. A
+//! producer about to move `tail` past someone else's reservation first
+//! *confirms* that reservation in the owner's claim record (a CAS that sets
+//! a bit), so every reservation is attributable after the owner dies: the
+//! latest by `tail`, older ones by their confirmed record. The layer above
+//! calls [`RecordProducer::repair`] for a producer it found dead; the ring
+//! then writes the pad and a committed *skip* record over the dead
+//! producer's range unless its record was committed, so the consumer passes
+//! over it. A grant that is leaked (`mem::forget`) is abandoned the same way
+//! by its own producer at the next reserve, or when the producer is
+//! dropped.
+//!
 //! Every length read from the buffer is checked: a record that would cross
-//! the end of the buffer or the published data, or exceed the maximum, is
+//! the end of the buffer or the reserved data, or exceed the maximum, is
 //! reported as corruption.
 
 use std::ptr::NonNull;
 
 use super::bytes::ByteBuf;
+use super::claims::{self, ClaimTable, NO_CLAIM, Repair, RingStats, Side};
 use super::{Corruption, Region, RingError, RingHeader, RingInfo, check_region};
 use crate::sync::shim::{AtomicU64, Ordering};
 use crate::sync::{Deadline, WaitStrategy};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"RECDRING");
+const MAGIC: u64 = u64::from_le_bytes(*b"RECDRNG2");
 const HEADER: usize = 8;
 const COMMITTED: u64 = 1 << 63;
 const SKIP: u64 = 1 << 31;
@@ -81,9 +97,34 @@ impl ProducerMode {
     }
 }
 
-type Header = RingHeader;
+/// The ring header, then the producers' claim records.
+#[repr(C)]
+struct Header {
+    ring: RingHeader,
+    claims: ClaimTable,
+}
 
 const BUFFER_OFFSET: usize = std::mem::size_of::<Header>();
+
+/// A claim record with many producers: bits 32..=63 the start position / 8
+/// (modulo 2^32), bit 31 confirmed, bits 0..=30 the size / 8 (pad included).
+const CONFIRMED: u64 = 1 << 31;
+const NEED_MASK: u64 = 0x7fff_ffff;
+
+fn claim_record(start: u64, need: u64) -> u64 {
+    ((start >> 3) & 0xffff_ffff) << 32 | (need >> 3)
+}
+
+/// Whether `record` announces the reservation that ends at `end`; its
+/// start if so.
+fn claim_start(record: u64, end: u64) -> Option<u64> {
+    if record == NO_CLAIM {
+        return None;
+    }
+    let need = (record & NEED_MASK) << 3;
+    let start = end.wrapping_sub(need);
+    (claim_record(start, need) == record & !CONFIRMED).then_some(start)
+}
 
 fn tag(position: u64) -> u64 {
     ((position >> 3) & 0x7fff_ffff) << 32
@@ -153,7 +194,10 @@ impl RecordRing {
     ) -> Result<(), RingError> {
         let total = Self::required_size(capacity)?;
         check_region(&region, total, 8)?;
-        let header = Header::new(RingInfo::new(MAGIC, capacity as u64, 0, 8, mode.flags()));
+        let header = Header {
+            ring: RingHeader::new(RingInfo::new(MAGIC, capacity as u64, 0, 8, mode.flags())),
+            claims: ClaimTable::new(),
+        };
         let base = region.as_ptr();
         // SAFETY: the region holds `total` bytes, aligned (checked above),
         // and nothing else accesses it now.
@@ -178,7 +222,9 @@ struct Shared {
 impl Shared {
     fn attach(region: Region) -> Result<Shared, RingError> {
         let (header, capacity, flags) =
-            Header::attach(&region, BUFFER_OFFSET + MIN_CAPACITY, 8, (MAGIC, 0, 8))?;
+            RingHeader::attach(&region, BUFFER_OFFSET + MIN_CAPACITY, 8, (MAGIC, 0, 8))?;
+        // The region holds a whole Header (the minimum length covers it).
+        let header = header.cast::<Header>();
         let fits = region.len() - BUFFER_OFFSET;
         if RecordRing::check_capacity(capacity as usize).is_err() || capacity as usize > fits {
             return Err(Corruption {
@@ -219,34 +265,51 @@ impl Shared {
     }
 }
 
-/// A producing end. With [`ProducerMode::Single`] at most one may exist.
+/// A producing end. With [`ProducerMode::Single`] at most one may exist;
+/// with [`ProducerMode::Many`], each has its own claimer id.
 pub struct RecordProducer {
     shared: Shared,
     /// Single mode: our copy of `tail`. Many: unused.
     tail: u64,
     cached_head: u64,
+    id: u8,
+    /// The record position and length of the grant handed out last, until
+    /// it is committed or dropped: if it is still set at the next reserve
+    /// (or when the producer goes), the grant was leaked.
+    open: Option<(u64, usize)>,
 }
 
 // SAFETY: accesses are synchronised by the ring protocol.
 unsafe impl Send for RecordProducer {}
 
+/// Whether a record fits at a `tail` position.
+enum Room {
+    /// It fits after a pad of this many bytes.
+    Fits(u64),
+    /// The consumer is past our view of `tail`: reload it.
+    Stale,
+}
+
 impl RecordProducer {
-    /// Attaches a producing end.
+    /// Attaches a producing end; `id` (0 to 30) names it in claim records
+    /// when the ring has many producers.
     ///
     /// # Safety
     ///
     /// If the ring was made for [`ProducerMode::Single`], no other producer
-    /// may use it while the returned one lives.
-    pub unsafe fn attach(region: Region) -> Result<RecordProducer, RingError> {
+    /// may use it while the returned one lives. With many producers, no
+    /// other producer with the same `id` may.
+    pub unsafe fn attach(region: Region, id: u8) -> Result<RecordProducer, RingError> {
+        let id = claims::check_id(id)?;
         let shared = Shared::attach(region)?;
         let header = shared.header();
         // Acquire: pairs with the consumer's Release store of `head`. Head
         // first: the consumer released only what producers had reserved
         // before, so the `tail` we load next is at or past it.
-        let head = header.head.load(Ordering::Acquire);
+        let head = header.ring.head.load(Ordering::Acquire);
         // Acquire: pairs with the Release store of `tail` by a previous
-        // single producer.
-        let tail = header.tail.load(Ordering::Acquire);
+        // single producer (or the Release CAS of a many-producer one).
+        let tail = shared.tail_position(header.ring.tail.load(Ordering::Acquire));
         if tail.wrapping_sub(head) > shared.capacity || tail % 8 != 0 {
             return Err(Corruption {
                 field: "tail",
@@ -265,6 +328,8 @@ impl RecordProducer {
             shared,
             tail,
             cached_head: head,
+            id,
+            open: None,
         })
     }
 
@@ -280,97 +345,23 @@ impl RecordProducer {
 
     /// Reserves room for a record of `len` bytes. Write the payload into
     /// the grant, then commit it; a grant dropped uncommitted becomes a
-    /// record the consumer skips.
+    /// record the consumer skips, and so does a leaked one (at the next
+    /// reserve, or when this producer is dropped).
     pub fn try_reserve(&mut self, len: usize) -> Result<RecordGrant<'_>, ReserveError> {
+        self.abandon_leaked();
         let max = self.max_payload();
         if len > max {
             return Err(ReserveError::TooLarge { len, max });
         }
         let size = record_size(len) as u64;
-        let capacity = self.shared.capacity;
-        let header = self.shared.header();
-        let mut tail = match self.shared.mode {
-            ProducerMode::Single => self.tail,
-            // Relaxed: the CAS below decides ownership; data is published by
-            // each record's header.
-            ProducerMode::Many => header.tail.load(Ordering::Relaxed),
+        let (start, pad) = match self.shared.mode {
+            ProducerMode::Single => match self.room(self.tail, size)? {
+                Room::Fits(pad) => (self.tail, pad),
+                Room::Stale => return Err(self.corrupted_head()),
+            },
+            ProducerMode::Many => self.reserve_many(size)?,
         };
-        let (start, pad) = loop {
-            // Records start at multiples of 8; a `tail` that is not one
-            // was written by no producer.
-            if tail % 8 != 0 {
-                return Err(Corruption {
-                    field: "tail",
-                    value: tail,
-                }
-                .into());
-            }
-            let to_end = capacity - (tail & (capacity - 1));
-            let pad = if size > to_end { to_end } else { 0 };
-            let need = pad + size;
-            let used = tail.wrapping_sub(self.cached_head);
-            if used > capacity || capacity - used < need {
-                // Acquire: pairs with the Release store of `head` in the
-                // consumer's `release`: its reads (and, with many producers,
-                // its zeroing) of the freed bytes happen before we reuse them.
-                let head = header.head.load(Ordering::Acquire);
-                if head % 8 != 0 {
-                    return Err(Corruption {
-                        field: "head",
-                        value: head,
-                    }
-                    .into());
-                }
-                if head.wrapping_sub(tail) as i64 > 0 {
-                    // The consumer is past our view of `tail`: with many
-                    // producers, others reserved and it consumed since we
-                    // read `tail`. With one producer it is impossible.
-                    if self.shared.mode == ProducerMode::Single {
-                        return Err(Corruption {
-                            field: "head",
-                            value: head,
-                        }
-                        .into());
-                    }
-                    // Bounded: if `tail` has not moved, no producer is
-                    // behind that `head`, and it is corrupt.
-                    let current = header.tail.load(Ordering::Relaxed);
-                    if current == tail {
-                        return Err(Corruption {
-                            field: "head",
-                            value: head,
-                        }
-                        .into());
-                    }
-                    tail = current;
-                    continue;
-                }
-                let used = tail.wrapping_sub(head);
-                if used > capacity {
-                    return Err(Corruption {
-                        field: "tail",
-                        value: tail,
-                    }
-                    .into());
-                }
-                self.cached_head = head;
-                if capacity - used < need {
-                    return Err(ReserveError::Full);
-                }
-            }
-            match self.shared.mode {
-                ProducerMode::Single => break (tail, pad),
-                ProducerMode::Many => match header.tail.compare_exchange_weak(
-                    tail,
-                    tail.wrapping_add(need),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break (tail, pad),
-                    Err(current) => tail = current,
-                },
-            }
-        };
+        failpoint!("record.reserve.claimed", Err(ReserveError::Full));
         if pad > 0 {
             // A pad is complete as soon as it is written; with one producer
             // it becomes visible with the record's tail store.
@@ -382,13 +373,134 @@ impl RecordProducer {
                 .word(self.shared.offset(start))
                 .store(word, Ordering::Release);
         }
+        failpoint!("record.reserve.padded", Err(ReserveError::Full));
         let position = start.wrapping_add(pad);
+        self.open = Some((position, len));
         Ok(RecordGrant {
             producer: self,
             position,
             len,
             committed: false,
         })
+    }
+
+    /// Many producers: claims `pad + size` bytes by CAS on `tail`; returns
+    /// the start and the pad.
+    fn reserve_many(&mut self, size: u64) -> Result<(u64, u64), ReserveError> {
+        // Acquire: pairs with the Release CAS of `tail` by the previous
+        // claimer, so the claim record it announced before is visible to
+        // `confirm`.
+        let mut word = self.shared.header().ring.tail.load(Ordering::Acquire);
+        loop {
+            if let Some(owner) = claims::owner(word) {
+                if owner != self.id {
+                    self.shared.confirm(owner, claims::position(word));
+                }
+            }
+            let tail = claims::position(word);
+            let pad = match self.room(tail, size)? {
+                Room::Fits(pad) => pad,
+                Room::Stale => {
+                    // Bounded: if `tail` has not moved, no producer is
+                    // behind the consumer's `head`, and it is corrupt.
+                    // Acquire: as above.
+                    let current = self.shared.header().ring.tail.load(Ordering::Acquire);
+                    if current == word {
+                        return Err(self.corrupted_head());
+                    }
+                    word = current;
+                    continue;
+                }
+            };
+            let need = pad + size;
+            let header = self.shared.header();
+            header
+                .claims
+                .announce(Side::Producer, self.id, claim_record(tail, need));
+            failpoint!("record.reserve.announced", Err(ReserveError::Full));
+            // Release: pairs with the Acquire loads of `tail` in the next
+            // claimer's `reserve_many` and in `repair`, publishing the claim
+            // record announced above. Acquire on failure: as the load above.
+            match header.ring.tail.compare_exchange_weak(
+                word,
+                claims::pack(tail.wrapping_add(need), Some(self.id)),
+                Ordering::Release,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok((tail, pad)),
+                Err(current) => word = current,
+            }
+        }
+    }
+
+    fn corrupted_head(&self) -> ReserveError {
+        // Relaxed: only reported.
+        let head = self.shared.header().ring.head.load(Ordering::Relaxed);
+        Corruption {
+            field: "head",
+            value: head,
+        }
+        .into()
+    }
+
+    /// Whether `size` bytes fit at `tail` (after a pad to the end if the
+    /// record would cross it); rereads `head` only when the cached one says
+    /// no.
+    fn room(&mut self, tail: u64, size: u64) -> Result<Room, ReserveError> {
+        let capacity = self.shared.capacity;
+        // Records start at multiples of 8; a `tail` that is not one was
+        // written by no producer.
+        if tail % 8 != 0 {
+            return Err(Corruption {
+                field: "tail",
+                value: tail,
+            }
+            .into());
+        }
+        let to_end = capacity - (tail & (capacity - 1));
+        let pad = if size > to_end { to_end } else { 0 };
+        let need = pad + size;
+        let used = tail.wrapping_sub(self.cached_head);
+        if used <= capacity && capacity - used >= need {
+            return Ok(Room::Fits(pad));
+        }
+        // Acquire: pairs with the Release store of `head` in the consumer's
+        // `release`: its reads (and, with many producers, its zeroing) of
+        // the freed bytes happen before we reuse them.
+        let head = self.shared.header().ring.head.load(Ordering::Acquire);
+        if head % 8 != 0 {
+            return Err(Corruption {
+                field: "head",
+                value: head,
+            }
+            .into());
+        }
+        if head.wrapping_sub(tail) as i64 > 0 {
+            // The consumer is past our view of `tail`: with many producers,
+            // others reserved and it consumed since we read `tail`. With one
+            // producer it is impossible.
+            return match self.shared.mode {
+                ProducerMode::Single => Err(Corruption {
+                    field: "head",
+                    value: head,
+                }
+                .into()),
+                ProducerMode::Many => Ok(Room::Stale),
+            };
+        }
+        let used = tail.wrapping_sub(head);
+        if used > capacity {
+            return Err(Corruption {
+                field: "tail",
+                value: tail,
+            }
+            .into());
+        }
+        self.cached_head = head;
+        if capacity - used < need {
+            return Err(ReserveError::Full);
+        }
+        Ok(Room::Fits(pad))
     }
 
     /// Reserves, copies `payload` in and commits: one record.
@@ -400,6 +512,7 @@ impl RecordProducer {
     }
 
     fn publish(&mut self, position: u64, len: usize, skip: bool) {
+        self.open = None;
         let size = record_size(len) as u64;
         let mut word = COMMITTED | tag(position) | len as u64;
         if skip {
@@ -413,7 +526,7 @@ impl RecordProducer {
                 self.tail = position.wrapping_add(size);
                 // Release: pairs with the consumer's Acquire load of `tail`,
                 // publishing the header, payload and any pad before it.
-                header.tail.store(self.tail, Ordering::Release);
+                header.ring.tail.store(self.tail, Ordering::Release);
             }
             ProducerMode::Many => {
                 // Release: pairs with the consumer's Acquire header load,
@@ -421,7 +534,46 @@ impl RecordProducer {
                 slot.store(word, Ordering::Release);
             }
         }
-        header.data_ready.notify_one();
+        header.ring.data_ready.notify_one();
+    }
+
+    /// A grant handed out earlier and neither committed nor dropped (it was
+    /// leaked): publish it as a skip, so the consumer is not stuck at it.
+    /// With one producer nothing was published yet, so it simply never was.
+    fn abandon_leaked(&mut self) {
+        if let Some((position, len)) = self.open.take() {
+            if self.shared.mode == ProducerMode::Many {
+                self.publish(position, len, true);
+            }
+        }
+    }
+
+    /// Repairs the reservation of dead producer `id` whose claim record
+    /// read `record` (from [`claim_record`](Self::claim_record)): unless it
+    /// was committed, its range becomes a pad and a committed skip record
+    /// that the consumer passes over. Idempotent. Only for rings with many
+    /// producers; a single producer leaves nothing to repair.
+    ///
+    /// Call it only for a producer whose owner is dead (or gone for good):
+    /// a live producer's record would be overwritten under it.
+    pub fn repair(&self, id: u8, record: u64) -> Repair {
+        let repair = self.shared.repair(id, record);
+        self.shared.header().claims.count(repair);
+        if repair != Repair::Nothing {
+            self.wake_consumer();
+        }
+        repair
+    }
+
+    /// What producer `id` last announced; pass it to
+    /// [`repair`](Self::repair) once its owner is known to be dead.
+    pub fn claim_record(&self, id: u8) -> u64 {
+        self.shared.header().claims.load(Side::Producer, id)
+    }
+
+    /// Repairs and losses counted in this ring.
+    pub fn stats(&self) -> RingStats {
+        self.shared.header().claims.stats()
     }
 
     /// Waits until a record of `len` bytes would fit, or `stop()` holds, or
@@ -437,15 +589,17 @@ impl RecordProducer {
         let need = (2 * record_size(len.min(self.max_payload())) as u64).min(self.shared.capacity);
         let capacity = self.shared.capacity;
         let single_tail = self.tail;
-        let mode = self.shared.mode;
-        let header = self.shared.header();
-        header.space_ready.wait_until(strategy, deadline, || {
-            let tail = match mode {
+        let shared = &self.shared;
+        let header = shared.header();
+        header.ring.space_ready.wait_until(strategy, deadline, || {
+            let tail = match shared.mode {
                 ProducerMode::Single => single_tail,
-                ProducerMode::Many => header.tail.load(Ordering::Relaxed),
+                // Relaxed: only a hint to stop waiting; `try_reserve`
+                // decides.
+                ProducerMode::Many => claims::position(header.ring.tail.load(Ordering::Relaxed)),
             };
-            // Acquire: as in `refresh_head`.
-            let head = header.head.load(Ordering::Acquire);
+            // Acquire: as in `room`.
+            let head = header.ring.head.load(Ordering::Acquire);
             let used = tail.wrapping_sub(head);
             used > capacity || capacity - used >= need || stop()
         })
@@ -453,7 +607,120 @@ impl RecordProducer {
 
     /// Wakes the consumer if it sleeps (used when a producer leaves).
     pub fn wake_consumer(&self) {
-        self.shared.header().data_ready.notify_all();
+        self.shared.header().ring.data_ready.notify_all();
+    }
+}
+
+impl Drop for RecordProducer {
+    fn drop(&mut self) {
+        self.abandon_leaked();
+    }
+}
+
+impl Shared {
+    /// The position a `tail` word holds in this ring's mode.
+    fn tail_position(&self, word: u64) -> u64 {
+        match self.mode {
+            ProducerMode::Single => word,
+            ProducerMode::Many => claims::position(word),
+        }
+    }
+
+    /// Confirms, in `owner`'s claim record, the reservation that ends at
+    /// `end` (the latest, named by `tail`), before `tail` moves past it.
+    fn confirm(&self, owner: u8, end: u64) {
+        let record = self.header().claims.load(Side::Producer, owner);
+        if record & CONFIRMED == 0 && claim_start(record, end).is_some() {
+            // Relaxed: the bit publishes nothing; `repair` reads the record
+            // with Acquire after learning that its owner died.
+            let _ = self
+                .header()
+                .claims
+                .record(Side::Producer, owner)
+                .compare_exchange(
+                    record,
+                    record | CONFIRMED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+        }
+    }
+
+    /// See [`RecordProducer::repair`].
+    fn repair(&self, id: u8, record: u64) -> Repair {
+        if self.mode != ProducerMode::Many
+            || record == NO_CLAIM
+            || usize::from(id) >= claims::MAX_CLAIMERS
+        {
+            return Repair::Nothing;
+        }
+        let header = self.header();
+        // Acquire: pairs with the Release CAS that moved `tail`: if it moved
+        // past the dead producer's reservation, the mover confirmed it in
+        // the record first, and we read the record after this load.
+        let tail_word = header.ring.tail.load(Ordering::Acquire);
+        // Reread after `tail`: a producer that moved `tail` past this claim
+        // since the caller read the record has set its confirmed bit. Any
+        // other change means the record is no longer the dead owner's.
+        let current = header.claims.load(Side::Producer, id);
+        if current & !CONFIRMED != record & !CONFIRMED {
+            return Repair::Nothing;
+        }
+        let record = current;
+        let tail = claims::position(tail_word);
+        let need = (record & NEED_MASK) << 3;
+        let start = if claims::owner(tail_word) == Some(id) && claim_start(record, tail).is_some() {
+            tail.wrapping_sub(need)
+        } else if record & CONFIRMED != 0 {
+            // Somewhere before `tail`, within one buffer: rebuild the full
+            // position from its low 35 bits.
+            let back = ((tail >> 3).wrapping_sub(record >> 32) & 0xffff_ffff) << 3;
+            tail.wrapping_sub(back)
+        } else {
+            // The reservation was never made (the CAS failed or never ran).
+            return Repair::Nothing;
+        };
+        let capacity = self.capacity;
+        if need < 8 || need > capacity || start.wrapping_sub(tail) as i64 > 0 {
+            return Repair::Nothing;
+        }
+        // Acquire: pairs with the consumer's Release store of `head`.
+        let head = header.ring.head.load(Ordering::Acquire);
+        if (start.wrapping_add(need)).wrapping_sub(head) as i64 <= 0 {
+            // Already consumed: it was committed (or repaired) and passed.
+            return Repair::Nothing;
+        }
+        let to_end = capacity - (start & (capacity - 1));
+        let pad = if need > to_end { to_end } else { 0 };
+        if pad > 0 {
+            let word = self.buffer.word(self.offset(start));
+            // Acquire: pairs with the Release store of a header here.
+            let current = word.load(Ordering::Acquire);
+            let padded = COMMITTED | tag(start) | PAD_LEN;
+            if current != padded {
+                // Release: pairs with the consumer's Acquire header load.
+                let _ =
+                    word.compare_exchange(current, padded, Ordering::Release, Ordering::Relaxed);
+            }
+        }
+        let position = start.wrapping_add(pad);
+        let size = need - pad;
+        if size < 8 || size as usize - HEADER > self.max_payload() {
+            return Repair::Nothing;
+        }
+        let word = self.buffer.word(self.offset(position));
+        // Acquire: pairs with the producer's Release commit store.
+        let current = word.load(Ordering::Acquire);
+        if current & COMMITTED != 0 && current & TAG_MASK == tag(position) {
+            return Repair::Nothing;
+        }
+        let skipped = COMMITTED | tag(position) | SKIP | (size - HEADER as u64);
+        // Release: pairs with the consumer's Acquire header load, so the dead
+        // producer's writes happen before the consumer passes the range.
+        match word.compare_exchange(current, skipped, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => Repair::Skipped,
+            Err(_) => Repair::Nothing,
+        }
     }
 }
 
@@ -486,6 +753,7 @@ impl RecordGrant<'_> {
         if offset >= self.len {
             return 0;
         }
+        failpoint!("record.write", 0);
         let n = bytes.len().min(self.len - offset);
         let start = self.payload_offset();
         // Payload bytes are copied by 8-aligned runs; an unaligned start is
@@ -504,6 +772,7 @@ impl RecordGrant<'_> {
     /// Publishes the record.
     pub fn commit(mut self) {
         self.committed = true;
+        failpoint!("record.commit", std::mem::forget(self));
         self.producer.publish(self.position, self.len, false);
     }
 }
@@ -558,9 +827,10 @@ impl RecordConsumer {
         // Acquire: pairs with the Release store of `head` by a previous
         // consumer; loaded before `tail` for the reason given in the
         // producer's `attach`.
-        let head = header.head.load(Ordering::Acquire);
-        // Acquire: pairs with a single producer's Release store of `tail`.
-        let tail = header.tail.load(Ordering::Acquire);
+        let head = header.ring.head.load(Ordering::Acquire);
+        // Acquire: pairs with a single producer's Release store of `tail`
+        // (or a many-producer one's Release CAS).
+        let tail = shared.tail_position(header.ring.tail.load(Ordering::Acquire));
         if tail.wrapping_sub(head) > shared.capacity || head % 8 != 0 {
             return Err(Corruption {
                 field: "head",
@@ -589,6 +859,7 @@ impl RecordConsumer {
             };
             match len {
                 Peeked::Record(len) => {
+                    failpoint!("record.consume", Err(PopError::Empty));
                     return Ok(RecordView {
                         consumer: self,
                         len,
@@ -631,7 +902,7 @@ impl RecordConsumer {
                 if self.cached_tail == self.head {
                     // Acquire: pairs with the producer's Release store of
                     // `tail` in `publish`.
-                    let tail = self.shared.header().tail.load(Ordering::Acquire);
+                    let tail = self.shared.header().ring.tail.load(Ordering::Acquire);
                     let available = tail.wrapping_sub(self.head);
                     if available > capacity || available % 8 != 0 {
                         return Err(Corruption {
@@ -683,17 +954,28 @@ impl RecordConsumer {
         Ok(Some((Peeked::Record(len), size)))
     }
 
-    /// With one producer, a record must lie within what `tail` published.
-    fn check_published(&self, size: u64, word: u64) -> Result<(), Corruption> {
-        if self.shared.mode == ProducerMode::Single
-            && size > self.cached_tail.wrapping_sub(self.head)
-        {
-            return Err(Corruption {
-                field: "record length",
-                value: word,
-            });
+    /// A record must lie within what producers reserved: with one, what
+    /// `tail` published; with many, what they claimed, so that a scribbled
+    /// length cannot make us read (or zero) bytes still being written.
+    fn check_published(&mut self, size: u64, word: u64) -> Result<(), Corruption> {
+        if size <= self.cached_tail.wrapping_sub(self.head) {
+            return Ok(());
         }
-        Ok(())
+        if self.shared.mode == ProducerMode::Many {
+            // Acquire: pairs with the producers' Release CAS of `tail`.
+            let tail = self.shared.header().ring.tail.load(Ordering::Acquire);
+            let tail = claims::position(tail);
+            if tail.wrapping_sub(self.head) <= self.shared.capacity {
+                self.cached_tail = tail;
+                if size <= tail.wrapping_sub(self.head) {
+                    return Ok(());
+                }
+            }
+        }
+        Err(Corruption {
+            field: "record length",
+            value: word,
+        })
     }
 
     fn release(&mut self, size: u64) {
@@ -708,18 +990,20 @@ impl RecordConsumer {
             if word & 0xffff_ffff != PAD_LEN {
                 header.store(word | SKIP, Ordering::Relaxed);
             }
+            failpoint!("record.release.marked");
             // Payload bytes, though, could read as a header at a later
             // lap's record boundary: zero them.
             self.shared
                 .buffer
                 .zero(offset + HEADER, size as usize - HEADER);
+            failpoint!("record.release.zeroed");
         }
         self.head = self.head.wrapping_add(size);
         let header = self.shared.header();
         // Release: pairs with the producers' Acquire load of `head` in
         // `refresh_head`, handing the bytes (read and zeroed) back.
-        header.head.store(self.head, Ordering::Release);
-        header.space_ready.notify_all();
+        header.ring.head.store(self.head, Ordering::Release);
+        header.ring.space_ready.notify_all();
     }
 
     /// Waits until a record (or a pad or skip) is published, or `stop()`
@@ -734,10 +1018,10 @@ impl RecordConsumer {
         let mode = self.shared.mode;
         let word = self.shared.buffer.word(self.shared.offset(head));
         let header = self.shared.header();
-        header.data_ready.wait_until(strategy, deadline, || {
+        header.ring.data_ready.wait_until(strategy, deadline, || {
             let published = match mode {
                 // Acquire: as in `peek`.
-                ProducerMode::Single => header.tail.load(Ordering::Acquire) != head,
+                ProducerMode::Single => header.ring.tail.load(Ordering::Acquire) != head,
                 ProducerMode::Many => {
                     let word = word.load(Ordering::Acquire);
                     word & COMMITTED != 0 && word & TAG_MASK == tag(head)
@@ -749,7 +1033,7 @@ impl RecordConsumer {
 
     /// Wakes producers sleeping for space (used when the consumer leaves).
     pub fn wake_producers(&self) {
-        self.shared.header().space_ready.notify_all();
+        self.shared.header().ring.space_ready.notify_all();
     }
 }
 

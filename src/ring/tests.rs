@@ -40,8 +40,15 @@ fn mpmc(capacity: usize) -> (HeapRegion, MpmcHandle<u64>) {
     // SAFETY: fresh memory, no handle yet.
     unsafe { MpmcRing::<u64>::init(heap.region(), capacity).unwrap() };
     // SAFETY: the heap is returned with the handle and outlives it.
-    let handle = unsafe { MpmcHandle::attach(heap.region()) }.unwrap();
+    let handle = unsafe { MpmcHandle::attach(heap.region(), 0) }.unwrap();
     (heap, handle)
+}
+
+/// Another handle on the ring in `heap`, with claimer id `id`.
+fn mpmc_handle(heap: &HeapRegion, id: u8) -> MpmcHandle<u64> {
+    // SAFETY: callers keep the heap alive as long as the handle, and give
+    // each concurrently used handle its own id.
+    unsafe { MpmcHandle::attach(heap.region(), id) }.unwrap()
 }
 
 fn records(capacity: usize, mode: ProducerMode) -> (HeapRegion, RecordProducer, RecordConsumer) {
@@ -49,7 +56,7 @@ fn records(capacity: usize, mode: ProducerMode) -> (HeapRegion, RecordProducer, 
     // SAFETY: fresh memory; one producer and one consumer are made.
     unsafe {
         RecordRing::init(heap.region(), capacity, mode).unwrap();
-        let producer = RecordProducer::attach(heap.region()).unwrap();
+        let producer = RecordProducer::attach(heap.region(), 0).unwrap();
         let consumer = RecordConsumer::attach(heap.region()).unwrap();
         (heap, producer, consumer)
     }
@@ -266,12 +273,12 @@ fn invalid_capacities_and_regions_are_refused() {
         ));
     }
     // SAFETY: the attach fails; no handle outlives the heap.
-    let attached = unsafe { MpmcHandle::<u64>::attach(heap.region()) };
+    let attached = unsafe { MpmcHandle::<u64>::attach(heap.region(), 0) };
     assert!(matches!(attached, Err(RingError::TooSmall { .. })));
     // Zeroed memory holds no ring.
-    let heap = HeapRegion::new(4096).unwrap();
+    let heap = HeapRegion::new(16384).unwrap();
     // SAFETY: as above.
-    let attached = unsafe { MpmcHandle::<u64>::attach(heap.region()) };
+    let attached = unsafe { MpmcHandle::<u64>::attach(heap.region(), 0) };
     assert!(matches!(attached, Err(RingError::Incompatible { .. })));
     // A ring of one type does not attach as another.
     let (heap, _p, _c) = spsc(4);
@@ -285,7 +292,7 @@ fn invalid_capacities_and_regions_are_refused() {
         })
     ));
     // SAFETY: as above.
-    assert!(unsafe { MpmcHandle::<u64>::attach(heap.region()) }.is_err());
+    assert!(unsafe { MpmcHandle::<u64>::attach(heap.region(), 0) }.is_err());
 }
 
 /// Overwrites the u64 at `offset` of the region, as a faulty peer could.
@@ -369,7 +376,7 @@ fn unaligned_record_counters_are_corruption_not_a_panic() {
         }
         // SAFETY: the attaches fail on the counter checks.
         unsafe {
-            assert!(RecordProducer::attach(heap.region()).is_err());
+            assert!(RecordProducer::attach(heap.region(), 0).is_err());
             assert!(RecordConsumer::attach(heap.region()).is_err());
         }
     }
@@ -437,8 +444,8 @@ fn out_of_order_publication_wakes_every_parked_consumer() {
     }
     let (heap, ring) = mpmc(4);
     let heap = Arc::new(heap);
-    // Layout: tail (enqueue position) at 128, data_ready at 384, slots of
-    // { sequence, value } from 640.
+    // Layout: tail (enqueue position << 5 | owner) at 128, data_ready at
+    // 384, slots of { sequence, value } from 8960.
     // SAFETY: the WaitWord lives at 384 in the ring header.
     let data_ready = unsafe {
         &*heap
@@ -448,9 +455,9 @@ fn out_of_order_publication_wakes_every_parked_consumer() {
             .cast::<crate::sync::WaitWord>()
     };
     let taken = Arc::new(StdAtomicU64::new(0));
-    let consumers: Vec<_> = (0..2)
-        .map(|_| {
-            let (ring, taken, _keep) = (ring.clone(), taken.clone(), heap.clone());
+    let consumers: Vec<_> = (0..2u8)
+        .map(|id| {
+            let (ring, taken, _keep) = (mpmc_handle(&heap, id + 1), taken.clone(), heap.clone());
             std::thread::spawn(move || {
                 let deadline = crate::sync::Deadline::after(std::time::Duration::from_secs(5));
                 while !deadline.has_passed() {
@@ -467,13 +474,14 @@ fn out_of_order_publication_wakes_every_parked_consumer() {
         std::thread::yield_now();
     }
     // A slow producer claims position 0; a fast one publishes position 1.
-    scribble(&heap, 128, 1);
+    scribble(&heap, 128, 1 << 5);
     ring.try_push(11).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
-    // The slow one publishes position 0 as `try_push` does.
-    scribble(&heap, 648, 10);
-    // SAFETY: slot 0's sequence word at 640.
-    unsafe { &*heap.region().as_ptr().add(640).cast::<StdAtomicU64>() }.store(1, Ordering::Release);
+    // The slow one publishes position 0 as `try_push` does: FULL(0) is 2.
+    scribble(&heap, 8968, 10);
+    // SAFETY: slot 0's sequence word at 8960.
+    unsafe { &*heap.region().as_ptr().add(8960).cast::<StdAtomicU64>() }
+        .store(2, Ordering::Release);
     data_ready.notify_all();
     let started = std::time::Instant::now();
     for consumer in consumers {
@@ -529,11 +537,11 @@ fn spsc_threads_keep_order() {
 #[test]
 fn mpmc_threads_deliver_each_item_once() {
     let per_producer: u64 = if cfg!(miri) { 20 } else { 50_000 };
-    let (heap, ring) = mpmc(6);
+    let (heap, _ring) = mpmc(6);
     let heap = Arc::new(heap);
     let producers: Vec<_> = (0..2u64)
         .map(|p| {
-            let (ring, _keep) = (ring.clone(), heap.clone());
+            let (ring, _keep) = (mpmc_handle(&heap, p as u8 + 1), heap.clone());
             std::thread::spawn(move || {
                 for i in 0..per_producer {
                     let mut item = (p << 32) | i;
@@ -545,9 +553,9 @@ fn mpmc_threads_deliver_each_item_once() {
             })
         })
         .collect();
-    let consumers: Vec<_> = (0..2)
-        .map(|_| {
-            let (ring, _keep) = (ring.clone(), heap.clone());
+    let consumers: Vec<_> = (0..2u8)
+        .map(|c| {
+            let (ring, _keep) = (mpmc_handle(&heap, c + 3), heap.clone());
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 let mut last = [None::<u64>; 2];
@@ -594,7 +602,7 @@ fn many_producer_records_arrive_whole_and_in_per_producer_order() {
             let heap = heap.clone();
             std::thread::spawn(move || {
                 // SAFETY: the ring is many-producer.
-                let mut producer = unsafe { RecordProducer::attach(heap.region()) }.unwrap();
+                let mut producer = unsafe { RecordProducer::attach(heap.region(), p) }.unwrap();
                 for i in 0..per_producer {
                     let len = 5 + (i as usize * 13) % 60;
                     let mut record = vec![p; len];

@@ -15,6 +15,24 @@ pub use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence}
 #[cfg(not(loom))]
 use crate::sync::Deadline;
 
+/// Stores `value` into a word that other threads may change with a
+/// read-modify-write (a mark or a repair) while we own it.
+///
+/// A plain store everywhere but under loom, where it is a `swap`: loom 0.7
+/// can place a store between the read and the write of another thread's
+/// earlier compare-exchange in the modification order (tokio-rs/loom issues
+/// 254 and 389), and then lets a later reader that synchronised with the
+/// store see the compare-exchange's older value. That breaks RMW atomicity,
+/// which the C11 model and the hardware guarantee; a `swap` keeps loom's
+/// order right without weakening what it checks.
+#[inline]
+pub fn store_after_rmw(word: &AtomicU64, value: u64, ordering: Ordering) {
+    #[cfg(not(loom))]
+    word.store(value, ordering);
+    #[cfg(loom)]
+    word.swap(value, ordering);
+}
+
 /// Hints the CPU that we are in a spin loop (a scheduling point under loom).
 #[inline]
 pub fn spin_loop() {

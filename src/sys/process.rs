@@ -103,6 +103,28 @@ fn signal_probe(pid: u32) -> bool {
     ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// The value of environment variable `name`, without allocating. Read it
+/// before other threads may change the environment (we read it once).
+#[cfg(feature = "failpoints")]
+pub fn env_bytes(name: &std::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv returns null or a NUL-terminated string that stays
+    // valid until the environment is changed; we read it once, at the first
+    // failpoint, and the tests that arm failpoints never change it.
+    unsafe {
+        let value = libc::getenv(name.as_ptr());
+        (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_bytes())
+    }
+}
+
+/// Stops this process with SIGSTOP (a failpoint hit in a test child), so
+/// that the parent can SIGKILL it at exactly this step or SIGCONT it.
+#[cfg(feature = "failpoints")]
+pub fn stop_self() {
+    // SAFETY: kill with our own pid and a valid signal number has no memory
+    // effects; the call returns once the process is continued.
+    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
