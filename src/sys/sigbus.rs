@@ -265,7 +265,7 @@ impl Drop for Protection<'_> {
 
 /// Replaces `[start, start + len)` with private zero-filled memory. A raw
 /// syscall: libc's `mmap` wrapper is not on the async-signal-safe list (and
-/// some libcs take a lock in it for `MAP_FIXED`).
+/// musl waits on an internal lock in it for `MAP_FIXED`).
 fn map_zeros_over(start: usize, len: usize, protection: c_int) -> bool {
     #[cfg(target_pointer_width = "64")]
     const SYS_MMAP: c_long = libc::SYS_mmap;
