@@ -334,6 +334,62 @@ fn a_fault_outside_our_segments_reaches_the_earlier_handler() {
     assert_eq!(status.code(), Some(CHAINED_EXIT), "{status:?}");
 }
 
+fn set_sigbus_disposition(disposition: libc::sighandler_t) {
+    // SAFETY: an all-zero sigaction is a valid value of this C struct.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = disposition;
+    // SAFETY: SIG_DFL and SIG_IGN name no handler function.
+    let set = unsafe { libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) };
+    assert_eq!(set, 0);
+}
+
+#[test]
+fn without_an_earlier_handler_sigbus_keeps_its_old_disposition() {
+    if let Some(role) = child_role() {
+        let (disposition, event) = role.split_once('-').unwrap();
+        // Take std's stack-overflow handler out of the way, so ours is the
+        // only one and has nothing to chain to.
+        set_sigbus_disposition(match disposition {
+            "default" => libc::SIG_DFL,
+            _ => libc::SIG_IGN,
+        });
+        let before = sigbus_disposition();
+        let _segment =
+            Segment::create(&address_from_env(), &CreateOptions::new(USER_SIZE)).unwrap();
+        assert_ne!(sigbus_disposition(), before, "our handler is installed");
+        no_core_dump();
+        if event == "fault" {
+            let foreign = foreign_truncated_mapping();
+            // SAFETY: the address is mapped; the read faults, which is the
+            // point.
+            let byte = unsafe { foreign.read_volatile() };
+            panic!("read {byte} from a truncated foreign mapping and survived");
+        }
+        // Sent, not a fault: delivered to this thread before raise returns.
+        // SAFETY: raise has no preconditions.
+        unsafe { libc::raise(libc::SIGBUS) };
+        assert_eq!(disposition, "ignored", "survived a SIGBUS by default");
+        return;
+    }
+    let test = "without_an_earlier_handler_sigbus_keeps_its_old_disposition";
+    for (role, dies) in [
+        ("default-fault", true),
+        ("default-raise", true),
+        ("ignored-fault", true),
+        ("ignored-raise", false),
+    ] {
+        let address = unique_posix("olddisp");
+        let _cleanup = Cleanup(address.clone());
+        let mut child = spawn_child(test, role, &[("SEGMENT", address.to_string())]);
+        let status = wait_status(&mut child, LIMIT);
+        if dies {
+            assert_eq!(status.signal(), Some(libc::SIGBUS), "{role}: {status:?}");
+        } else {
+            assert_eq!(status.code(), Some(0), "{role}: {status:?}");
+        }
+    }
+}
+
 #[test]
 fn opting_out_leaves_sigbus_alone() {
     match child_role().as_deref() {
