@@ -13,6 +13,16 @@
 //! Shared memory is treated as untrusted: every value read from a segment is
 //! validated before use, and a wrong or damaged segment yields a typed
 //! [`segment::SegmentError`], never a panic.
+//!
+//! **A SIGBUS handler.** A named POSIX segment is a file that anyone with
+//! write access can truncate while we have it mapped, and the next access
+//! would kill the process with SIGBUS. So the first file-backed segment a
+//! process maps installs a process-wide SIGBUS handler: a fault in one of
+//! our segments replaces that segment's memory with zeros and marks it
+//! broken ([`segment::Segment::is_broken`]); any other fault goes to the
+//! handler installed before ours, or gets the default action. Programs
+//! that manage SIGBUS themselves can opt out with
+//! [`platform::disable_sigbus_handler`].
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]

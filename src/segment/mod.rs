@@ -451,6 +451,19 @@ impl Segment {
         self.validated.user_size as usize
     }
 
+    /// Whether the segment's file was truncated under us: an access faulted,
+    /// and the whole mapping now reads zeros that no other process sees. The
+    /// layer above must stop using it and report an error.
+    ///
+    /// It turns true at the first access after the truncation, not before.
+    /// A file shrunk and grown back before we touched it is not detected
+    /// here: the memory reads zeros, and only re-validating its contents
+    /// tells. See [`platform::disable_sigbus_handler`](crate::platform::disable_sigbus_handler)
+    /// for the handler behind this; SysV segments cannot be truncated.
+    pub fn is_broken(&self) -> bool {
+        self.mapping.is_broken()
+    }
+
     /// A shared reference to a `T` made of atomics at `offset` in the user
     /// area, checked for bounds and alignment.
     pub fn view<T: Shareable>(&self, offset: usize) -> Result<&T, SegmentError> {

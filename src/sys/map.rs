@@ -1,10 +1,16 @@
 //! Mappings of shared memory: `mmap` of a file descriptor (POSIX shm and
 //! memfd, through memmap2) or `shmat` of a SysV segment.
+//!
+//! A file mapping is registered with [`sigbus`](super::sigbus) for its
+//! lifetime, so that a truncation of the file breaks the mapping (it reads
+//! zeros) instead of killing the process.
 
 use std::io;
 use std::os::fd::AsFd;
 
 use memmap2::{MmapOptions, MmapRaw};
+
+use super::sigbus::{self, Protection};
 
 /// Whether a mapping may be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +28,9 @@ pub enum Access {
 #[derive(Debug)]
 pub struct Mapping {
     inner: Inner,
+    /// The SIGBUS registration of a file mapping; `None` for SysV (its size
+    /// cannot change) or when protection is off or full.
+    protection: Option<Protection<'static>>,
 }
 
 #[derive(Debug)]
@@ -47,8 +56,12 @@ impl Mapping {
             Access::ReadOnly => options.map_raw_read_only(&fd)?,
             Access::ReadWrite => options.map_raw(&fd)?,
         };
+        // Registered before anyone can touch the range, so no access to it
+        // can fault unprotected.
+        let protection = sigbus::protect(raw.as_mut_ptr(), raw.len(), access == Access::ReadWrite);
         Ok(Mapping {
             inner: Inner::Mmap(raw),
+            protection,
         })
     }
 
@@ -56,6 +69,7 @@ impl Mapping {
     pub(super) fn from_shmat(addr: *mut u8, len: usize) -> Mapping {
         Mapping {
             inner: Inner::SysV { addr, len },
+            protection: None,
         }
     }
 
@@ -74,10 +88,21 @@ impl Mapping {
             Inner::SysV { len, .. } => *len,
         }
     }
+
+    /// Whether the file behind the mapping was truncated under us and an
+    /// access faulted: the whole range now holds private zeros, and nothing
+    /// written to it reaches other processes. It stays false until such a
+    /// fault; a file shrunk and grown back before we touched it is not seen.
+    pub fn is_broken(&self) -> bool {
+        self.protection.as_ref().is_some_and(Protection::is_broken)
+    }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        // Deregister before unmapping (the fields drop after this body), so
+        // the handler never maps over a range that is no longer ours.
+        drop(self.protection.take());
         if let Inner::SysV { addr, .. } = self.inner {
             // SAFETY: `addr` came from a successful shmat and is detached
             // exactly once, here. A failure (EINVAL) would mean it was not

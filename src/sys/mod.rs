@@ -22,6 +22,8 @@ pub(crate) mod process;
 #[cfg(not(loom))]
 pub(crate) mod shm;
 #[cfg(not(loom))]
+pub(crate) mod sigbus;
+#[cfg(not(loom))]
 pub(crate) mod sysv;
 pub(crate) mod time;
 

@@ -2,6 +2,8 @@
 //! and child processes that re-run this test binary in a role.
 #![allow(dead_code)]
 
+pub mod truncate;
+
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
