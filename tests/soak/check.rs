@@ -47,6 +47,8 @@ pub struct KillLog {
     pub producer_kills: u64,
     /// Producers killed inside `send`.
     pub producer_kills_sending: u64,
+    /// Producers killed holding a reservation (reserved, not committed).
+    pub producer_kills_granted: u64,
     pub consumer_kills: u64,
     /// Consumers killed inside `recv`: a message may have been on its way.
     pub consumer_kills_receiving: u64,
@@ -239,10 +241,11 @@ pub fn describe_kills(kills: &KillLog) -> String {
     let mut text = String::new();
     let _ = write!(
         text,
-        "{} kills: {} producers ({} inside send), {} consumers ({} inside recv, {} holding a message)",
+        "{} kills: {} producers ({} inside send, {} holding a reservation), {} consumers ({} inside recv, {} holding a message)",
         kills.total(),
         kills.producer_kills,
         kills.producer_kills_sending,
+        kills.producer_kills_granted,
         kills.consumer_kills,
         kills.consumer_kills_receiving,
         kills.consumer_kills_holding

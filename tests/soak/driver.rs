@@ -233,18 +233,21 @@ impl Run<'_> {
                 let phase = entry.phase().load(Relaxed);
                 let sent = entry.sent().load(Relaxed);
                 self.kills.producer_kills += 1;
-                if phase == producer_phase::SENDING {
-                    self.kills.producer_kills_sending += 1;
-                }
+                let doing = match phase {
+                    producer_phase::SENDING => {
+                        self.kills.producer_kills_sending += 1;
+                        format!("while sending seq {sent}")
+                    }
+                    producer_phase::GRANTED => {
+                        self.kills.producer_kills_granted += 1;
+                        format!("holding a reservation for seq {sent}")
+                    }
+                    _ => phase_name(false, phase).to_string(),
+                };
                 format!(
-                    "{at:.3}s producer {} (pid {}) killed {}, {sent} sent",
+                    "{at:.3}s producer {} (pid {}) killed {doing}, {sent} sent",
                     victim.id,
                     entry.pid().load(Relaxed),
-                    if phase == producer_phase::SENDING {
-                        format!("while sending seq {sent}")
-                    } else {
-                        phase_name(false, phase).to_string()
-                    }
                 )
             }
             Role::Consumer => {

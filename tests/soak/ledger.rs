@@ -38,6 +38,8 @@ pub mod producer_phase {
     pub const SENDING: u64 = 2;
     pub const DONE: u64 = 3;
     pub const FAILED: u64 = 4;
+    /// Holding a reservation for message `sent`: reserved, not committed.
+    pub const GRANTED: u64 = 5;
 }
 
 /// Where a consumer is in its life.
@@ -67,7 +69,14 @@ pub fn phase_name(consumer: bool, phase: u64) -> &'static str {
             "failed",
         ]
     } else {
-        &["not started", "attaching", "sending", "done", "failed"]
+        &[
+            "not started",
+            "attaching",
+            "sending",
+            "done",
+            "failed",
+            "holding a reservation",
+        ]
     };
     names.get(phase as usize).copied().unwrap_or("?")
 }

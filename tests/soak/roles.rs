@@ -3,7 +3,7 @@
 //! step to their ledger entry first.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use ipcring::channel::records::RecordSendError;
@@ -41,8 +41,10 @@ enum Got {
     Failed(String),
 }
 
+/// Sends one message; a sender that reserves before it writes marks the
+/// reservation in `phase` (see `producer_phase::GRANTED`).
 trait Outbox {
-    fn send(&mut self, stamp: Stamp) -> Sent;
+    fn send(&mut self, stamp: Stamp, phase: &AtomicU64) -> Sent;
 }
 
 /// Calls `handle` with the message's bytes while the message is still
@@ -54,7 +56,7 @@ trait Inbox {
 struct MpmcOutbox(mpmc::Sender<Item>);
 
 impl Outbox for MpmcOutbox {
-    fn send(&mut self, stamp: Stamp) -> Sent {
+    fn send(&mut self, stamp: Stamp, _phase: &AtomicU64) -> Sent {
         match self.0.send_timeout(Item::new(stamp), POLL) {
             Ok(()) => Sent::Ok,
             Err(SendTimeoutError::Timeout(_)) => Sent::Again,
@@ -90,29 +92,34 @@ struct RecordOutbox {
 }
 
 impl Outbox for RecordOutbox {
-    fn send(&mut self, stamp: Stamp) -> Sent {
+    fn send(&mut self, stamp: Stamp, phase: &AtomicU64) -> Sent {
         let max = self.sender.max_record().min(1500);
-        self.buffer.resize(message::record_len(stamp, max), 0);
-        message::encode(stamp, &mut self.buffer);
-        // Every other message is written in place through a grant, in
-        // three pieces, as a zero-copy sender would: a kill between reserve
-        // and commit is the case a crash-safe ring must repair.
+        let len = message::record_len(stamp, max);
+        self.buffer.resize(len, 0);
+        // Every other message is made in place, as a zero-copy sender
+        // would: reserved first, then produced and written into the grant
+        // piece by piece, then committed. A kill between reserve and commit
+        // leaves a claimed range only a crash-safe ring can repair.
         if stamp.seq % 2 == 1 {
-            match self.sender.try_reserve(self.buffer.len()) {
+            match self.sender.try_reserve(len) {
                 Ok(mut grant) => {
-                    let len = self.buffer.len();
+                    phase.store(producer_phase::GRANTED, Relaxed);
+                    message::encode(stamp, &mut self.buffer);
                     let (head, rest) = self.buffer.split_at(message::HEADER_LEN);
                     let (body, sum) = rest.split_at(len - message::MIN_LEN);
                     grant.write_at(0, head);
                     grant.write_at(message::HEADER_LEN, body);
                     grant.write_at(len - message::CHECKSUM_LEN, sum);
                     grant.commit();
+                    phase.store(producer_phase::SENDING, Relaxed);
                     return Sent::Ok;
                 }
+                // No room now: wait for it in `send_timeout` below.
                 Err(RecordSendError::Full | RecordSendError::Disconnected) => {}
                 Err(e) => return Sent::Failed(format!("reserve: {e}")),
             }
         }
+        message::encode(stamp, &mut self.buffer);
         match self.sender.send_timeout(&self.buffer, POLL) {
             Ok(()) => Sent::Ok,
             Err(RecordSendError::Timeout | RecordSendError::Full) => Sent::Again,
@@ -215,7 +222,7 @@ fn produce(kind: ChannelKind, address: &Address, ledger: &Ledger, id: usize) {
             seq,
         };
         loop {
-            match outbox.send(stamp) {
+            match outbox.send(stamp, me.phase()) {
                 Sent::Ok => break,
                 // Told to stop while the channel had no room: the message
                 // was not sent, and `sent` does not count it.
@@ -367,7 +374,7 @@ pub fn fresh_pair_exchange(
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match outbox.send(sentinel) {
+        match outbox.send(sentinel, &AtomicU64::new(0)) {
             Sent::Ok => break,
             Sent::Again if Instant::now() < deadline => {}
             Sent::Again => return Err("a fresh sender found no room for 5 s".into()),
