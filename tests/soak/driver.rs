@@ -7,6 +7,7 @@
 //! and remove both segments.
 
 use std::fmt::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -111,14 +112,15 @@ impl Pool {
         self.running.iter().filter(|r| r.role == role).count()
     }
 
-    /// SIGKILLs child `index` and reaps it.
-    fn kill(&mut self, index: usize) -> Running {
+    /// SIGKILLs child `index` and reaps it. The status tells whether the
+    /// kill took it or it had already exited on its own.
+    fn kill(&mut self, index: usize) -> (Running, ExitStatus) {
         let mut victim = self.running.swap_remove(index);
         let child = victim.guard.child();
         child.kill().expect("SIGKILL a child");
-        child.wait().expect("reap a killed child");
+        let status = child.wait().expect("reap a killed child");
         victim.guard.0 = None;
-        victim
+        (victim, status)
     }
 
     /// Reaps the children that have exited.
@@ -164,6 +166,8 @@ struct Run<'a> {
     /// a hole stops delivering first, while producers fill what room is left.
     last_delivery: (u64, Instant),
     retired: u64,
+    /// The ledger has no entry left for another producer.
+    out_of_ids: bool,
 }
 
 impl Run<'_> {
@@ -200,6 +204,24 @@ impl Run<'_> {
         self.sent() + self.received()
     }
 
+    /// Handles a child that exited on its own during the soak: a producer
+    /// that sent all it had to is replaced (in a kill soak); anything else
+    /// fails the run.
+    fn exited(&mut self, done: Running, status: ExitStatus) {
+        if done.role == Role::Producer && status.success() {
+            self.retired += 1;
+            if self.plan.kills > 0 && !self.spawn(Role::Producer) {
+                self.out_of_ids = true;
+            }
+        } else {
+            self.fail(&format!(
+                "{} {} exited on its own with {status} (its panic message is above)",
+                done.role.name(),
+                done.id
+            ));
+        }
+    }
+
     /// Fails the run if nothing was sent or received for the stall limit
     /// while producers were alive.
     fn watch_for_stall(&mut self) {
@@ -225,7 +247,12 @@ impl Run<'_> {
 
     fn kill_one(&mut self) {
         let index = self.rng.below(self.pool.running.len() as u64) as usize;
-        let victim = self.pool.kill(index);
+        let (victim, status) = self.pool.kill(index);
+        if status.signal() != Some(libc::SIGKILL) {
+            // It exited between the last reap and the kill.
+            self.exited(victim, status);
+            return;
+        }
         let at = self.started.elapsed().as_secs_f64();
         let what = match victim.role {
             Role::Producer => {
@@ -435,6 +462,7 @@ pub fn run(plan: &Plan) -> Outcome {
         last_motion: (0, Instant::now()),
         last_delivery: (0, Instant::now()),
         retired: 0,
+        out_of_ids: false,
     };
     for _ in 0..plan.consumers {
         run.spawn(Role::Consumer);
@@ -449,25 +477,13 @@ pub fn run(plan: &Plan) -> Outcome {
         Duration::from_micros(rng.below(2 * mean + 1))
     };
     let mut next_kill = Instant::now() + pause(&mut run.rng);
-    let mut out_of_ids = false;
     loop {
-        let killing = run.kills.total() < plan.kills && !out_of_ids;
+        let killing = run.kills.total() < plan.kills && !run.out_of_ids;
         if !killing && (plan.kills > 0 || run.pool.count(Role::Producer) == 0) {
             break;
         }
         for (done, status) in run.pool.reap() {
-            if done.role == Role::Producer && status.success() {
-                run.retired += 1;
-                if plan.kills > 0 && !run.spawn(Role::Producer) {
-                    out_of_ids = true;
-                }
-            } else {
-                run.fail(&format!(
-                    "{} {} exited on its own with {status} (its panic message is above)",
-                    done.role.name(),
-                    done.id
-                ));
-            }
+            run.exited(done, status);
         }
         let now = Instant::now();
         if killing && now >= next_kill && !run.pool.running.is_empty() {
@@ -477,7 +493,7 @@ pub fn run(plan: &Plan) -> Outcome {
         run.watch_for_stall();
         std::thread::sleep(Duration::from_millis(1));
     }
-    if out_of_ids {
+    if run.out_of_ids {
         eprintln!("  (the ledger ran out of producer entries: the soak ended early)");
     }
     if plan.kills > 0 {
@@ -548,15 +564,9 @@ fn settle(run: &mut Run<'_>) {
     let received_before = run.received();
     loop {
         for (done, status) in run.pool.reap() {
-            if !(done.role == Role::Producer && status.success()) {
-                run.fail(&format!(
-                    "{} {} exited on its own with {status} after the last kill",
-                    done.role.name(),
-                    done.id
-                ));
-            }
-            // Retired: it sent all it had to.
+            // Retired: it sent all it had to, and has a successor.
             waiting.retain(|&(id, _)| id != done.id);
+            run.exited(done, status);
         }
         waiting.retain(|&(id, before)| sent(run, id) < before + SETTLE_MESSAGES);
         if waiting.is_empty()
