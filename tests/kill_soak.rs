@@ -30,8 +30,8 @@
 //!
 //! Run: `cargo test --test kill_soak -- --nocapture`: 900 kills, 600 on
 //! the MPMC channel and 300 on the record channel, in about half a minute
-//! on two cores. Long variant: `IPCRING_SOAK_KILLS=3000` (any total, split
-//! the same way). Each run prints its seed, and a failure prints the
+//! on two cores. Long variant: `IPCRING_SOAK_KILLS=2000` (or any other
+//! total, split the same way), about twice as long. Each run prints its seed, and a failure prints the
 //! command that replays it: `IPCRING_SOAK_SEED=0x…` repeats the kill
 //! schedule (which child, after which pause), though not the processes'
 //! own timing.
