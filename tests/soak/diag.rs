@@ -80,6 +80,8 @@ pub fn describe(segment: &Segment, kind: ChannelKind) -> String {
                     "free: the ring is empty"
                 } else if at_head == 2 * head {
                     "free: the producer that claimed this position has not published it"
+                } else if at_head == 2 * head.wrapping_sub(capacity) + 1 {
+                    "still holds last lap's item: the consumer that dequeued it never freed the slot"
                 } else {
                     "neither published nor free"
                 },
