@@ -114,11 +114,18 @@ fn kill_soak(kind: ChannelKind, test_name: &'static str, redelivery: RedeliveryR
         producers,
         consumers,
         kills,
+        // A child lives about a tenth of a second: long enough to be
+        // caught mid-traffic far more often than mid-start-up.
         mean_kill_interval: Duration::from_millis(20),
+        // Producers that live long enough retire and are replaced, which
+        // bounds the ledger's bitmap.
         messages_per_producer: 1 << 14,
         seed,
         rules: Rules {
             redelivery,
+            // Both rings hand out positions in order, and one consumer
+            // claims increasing positions: each consumer sees a producer's
+            // messages in the order they were sent.
             per_producer_order: true,
         },
         reported_losses: channel_reported_losses,
