@@ -54,8 +54,7 @@ use soak::roles::{self, Tally};
 const MPMC_REDELIVERY: RedeliveryRule = RedeliveryRule::Never;
 /// Record channel: a receiver that dies holding a record (before it
 /// releases it) leaves it to its successor, which receives it again; one
-/// that dies while releasing must not cause a repeat. Set this from the
-/// channel's documentation once it states the rule.
+/// that dies while releasing must not cause a repeat (docs/crash-behavior.md).
 const RECORDS_REDELIVERY: RedeliveryRule = RedeliveryRule::HeldByKilledConsumer;
 
 /// Kills in all by default, across the two channel kinds.
@@ -63,13 +62,16 @@ const DEFAULT_KILLS: u64 = 900;
 const STALL_LIMIT: Duration = Duration::from_secs(5);
 
 /// What the channel itself counts as lost while repairing after a dead
-/// peer. The channels keep no such count yet, so `None`, and the checker
-/// allows one lost message per consumer kill. Once they report
-/// `stats()` with `repairs` and `losses`, open the channel at `address`
-/// here and return `Some(stats.losses)`: the checker then allows exactly
-/// those, plus one per consumer killed with a message on its way out.
-fn channel_reported_losses(_address: &Address) -> Option<u64> {
-    None
+/// peer (`channel::stats`, read without attaching). The checker allows
+/// exactly those, plus one per consumer killed with a message on its way
+/// out of the library (popped from the ring, not yet returned or recorded:
+/// that message died with its process, as it would with any queue).
+fn channel_reported_losses(address: &Address) -> Option<u64> {
+    let options = ipcring::segment::OpenOptions::new().read_only();
+    let segment = ipcring::segment::Segment::open(address, &options).ok()?;
+    ipcring::channel::stats(&segment)
+        .ok()
+        .map(|stats| stats.losses)
 }
 
 /// The total number of kills (`IPCRING_SOAK_KILLS`, or the default), and

@@ -326,6 +326,17 @@ pub struct ChannelStats {
     pub losses: u64,
 }
 
+/// The repair and loss counts of the channel in `segment`, read without
+/// attaching (a read-only segment will do); zeros for a channel whose ring
+/// keeps none (SPSC, which has nothing to repair).
+pub fn stats(segment: &Segment) -> Result<ChannelStats, ChannelError> {
+    let stats = crate::ring::ring_stats(&ring_region(segment)?).unwrap_or_default();
+    Ok(ChannelStats {
+        repairs: stats.repairs,
+        losses: stats.losses,
+    })
+}
+
 /// What every endpoint holds: its segment, its slot, how it waits.
 pub(crate) struct Endpoint {
     tables: NonNull<Endpoints>,

@@ -327,6 +327,29 @@ fn check_region(region: &Region, need: usize, align: usize) -> Result<(), RingEr
     Ok(())
 }
 
+/// The repair counters of the many-writer ring at the start of `region`
+/// (MPMC or record ring), read without attaching; `None` for another ring
+/// or a region too small to hold one.
+pub fn ring_stats(region: &Region) -> Option<RingStats> {
+    #[repr(C)]
+    struct WithClaims {
+        ring: RingHeader,
+        claims: claims::ClaimTable,
+    }
+    if region.len() < std::mem::size_of::<WithClaims>()
+        || region.as_ptr() as usize % std::mem::align_of::<WithClaims>() != 0
+    {
+        return None;
+    }
+    // SAFETY: the region is large and aligned enough (checked above), and
+    // the header and claim table are made only of atomics, valid for any
+    // bytes; we only load from them.
+    let header = unsafe { &*region.as_ptr().cast::<WithClaims>() };
+    // Relaxed: the creator published the region before anyone could find it.
+    let magic = header.ring.info.magic.load(Ordering::Relaxed);
+    (magic == mpmc::MAGIC || magic == record::MAGIC).then(|| header.claims.stats())
+}
+
 /// Validates a capacity read from the region against what it can hold.
 fn check_stored_capacity(capacity: u64, max: u64) -> Result<usize, RingError> {
     if capacity == 0 || capacity > max {

@@ -58,7 +58,7 @@ use super::{
 use crate::sync::shim::{self, AtomicU64, Ordering, UnsafeCell};
 use crate::sync::{Deadline, WaitStrategy};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"MPMCRNG2");
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MPMCRNG2");
 
 /// The ring header, then the claim records.
 #[repr(C)]

@@ -55,7 +55,7 @@ use super::{Corruption, Region, RingError, RingHeader, RingInfo, check_region};
 use crate::sync::shim::{AtomicU64, Ordering};
 use crate::sync::{Deadline, WaitStrategy};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"RECDRNG2");
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RECDRNG2");
 const HEADER: usize = 8;
 const COMMITTED: u64 = 1 << 63;
 const SKIP: u64 = 1 << 31;
@@ -692,7 +692,11 @@ impl Shared {
         }
         let to_end = capacity - (start & (capacity - 1));
         let pad = if need > to_end { to_end } else { 0 };
-        if pad > 0 {
+        // Each header is rewritten only while the consumer has not passed
+        // it: once it has, that header was there, and its bytes may already
+        // belong to a later lap's records. The consumer cannot pass a
+        // missing header, so `head` stays at or before it until we write.
+        if pad > 0 && start.wrapping_sub(head) as i64 >= 0 {
             let word = self.buffer.word(self.offset(start));
             // Acquire: pairs with the Release store of a header here.
             let current = word.load(Ordering::Acquire);
@@ -706,6 +710,9 @@ impl Shared {
         let position = start.wrapping_add(pad);
         let size = need - pad;
         if size < 8 || size as usize - HEADER > self.max_payload() {
+            return Repair::Nothing;
+        }
+        if (position.wrapping_sub(head) as i64) < 0 {
             return Repair::Nothing;
         }
         let word = self.buffer.word(self.offset(position));

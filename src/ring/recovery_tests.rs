@@ -269,3 +269,48 @@ fn a_leaked_grant_is_abandoned_by_its_producer() {
     tx.try_push(b"last").unwrap();
     assert_eq!(receive(&mut rx).as_deref(), Some(&b"last"[..]));
 }
+
+/// A repair must not rewrite a header the consumer has passed: those bytes
+/// may hold a later lap's record by then. (The soak found this: a dead
+/// producer's consumed pad was "restored" over a live record.)
+#[test]
+fn repair_leaves_headers_the_consumer_passed_alone() {
+    let heap = records(256);
+    let mut survivor = producer(&heap, 2);
+    let mut rx = consumer(&heap);
+    // Advance to position 224 (offset 224): 104 + 104 + 16 bytes.
+    for len in [92, 92, 8] {
+        survivor.try_push(&vec![1; len]).unwrap();
+        assert_eq!(receive(&mut rx).unwrap().len(), len);
+    }
+    // The doomed producer's record does not fit before the end: a pad at
+    // 224..256, then the record at 256..304.
+    let mut dying = producer(&heap, 1);
+    dying.try_push(&[7; 40]).unwrap();
+    std::mem::forget(dying);
+    // The consumer passes the pad and holds the record.
+    let view = rx.try_receive().unwrap();
+    assert_eq!(view.len(), 40);
+    // Meanwhile the next lap reaches the pad's bytes: 304 + 3 × 56 = 472,
+    // offset 216, then a record at offset 216..232 and one at 232..256.
+    for _ in 0..3 {
+        survivor.try_push(&[3; 48]).unwrap();
+    }
+    survivor.try_push(&[4; 8]).unwrap();
+    survivor.try_push(&[5; 16]).unwrap();
+    assert_eq!(
+        survivor.repair(1, survivor.claim_record(1)),
+        Repair::Nothing
+    );
+    drop(view);
+    for expected in [
+        vec![3; 48],
+        vec![3; 48],
+        vec![3; 48],
+        vec![4; 8],
+        vec![5; 16],
+    ] {
+        assert_eq!(receive(&mut rx), Some(expected));
+    }
+    assert!(receive(&mut rx).is_none());
+}

@@ -17,7 +17,8 @@ const TAIL: usize = RING_OFFSET + 128;
 const HEAD: usize = RING_OFFSET + 256;
 const DATA_READY_SLEEPERS: usize = RING_OFFSET + 384 + 4;
 const SPACE_READY_SLEEPERS: usize = RING_OFFSET + 512 + 4;
-const SLOTS: usize = RING_OFFSET + 640;
+/// After the ring header (640 bytes) and the claim records (8320).
+const SLOTS: usize = RING_OFFSET + 8960;
 const PRODUCER_TABLE: usize = 8;
 const CONSUMER_TABLE: usize = 264;
 
@@ -33,33 +34,41 @@ fn half(segment: &Segment, offset: usize) -> u32 {
         .map_or(u32::MAX, |w| w.load(Relaxed))
 }
 
-/// One side's endpoint table: census and holders.
+/// One side's endpoint table: presence hint and holders.
 fn table(segment: &Segment, offset: usize, name: &str) -> String {
-    let census = word(segment, offset);
+    let presence = word(segment, offset);
     let mut holders = Vec::new();
     for index in 0..MAX_ENDPOINTS {
         let slot = word(segment, offset + 8 + index * 8);
-        if let Some(holder) = ProcessIdentity::from_word(slot) {
+        let reaping = slot >> 63 == 1;
+        if let Some(holder) = ProcessIdentity::from_word(slot & !(1 << 63)) {
             let state = if holder.is_alive() { "alive" } else { "dead" };
-            holders.push(format!("#{index} pid {} {state}", holder.pid()));
+            let what = if reaping { "reaper" } else { "holder" };
+            holders.push(format!("#{index} {what} pid {} {state}", holder.pid()));
         }
     }
     format!(
-        "{name}: census {} attached now, {} ever; slots [{}]",
-        census & 0xffff_ffff,
-        census >> 32,
+        "{name}: presence hint {:#x}, attached once: {}; slots [{}]",
+        presence & 0x7fff_ffff,
+        presence >> 63 == 1,
         holders.join(", ")
     )
+}
+
+/// A counter word's position and the id of its latest claimer.
+fn counter(word: u64) -> (u64, Option<u64>) {
+    (word >> 5, (word & 31).checked_sub(1))
 }
 
 /// The channel's shared state in a few lines.
 pub fn describe(segment: &Segment, kind: ChannelKind) -> String {
     let mut text = String::new();
     let capacity = word(segment, CAPACITY);
-    let tail = word(segment, TAIL);
-    let head = word(segment, HEAD);
+    let (tail, tail_owner) = counter(word(segment, TAIL));
+    let head_word = word(segment, HEAD);
     match kind {
         ChannelKind::Mpmc => {
+            let (head, head_owner) = counter(head_word);
             let slot_size = std::mem::size_of::<Item>().next_multiple_of(8) + 8;
             let sequence = |position: u64| {
                 let index = (position % capacity.max(1)) as usize;
@@ -67,53 +76,39 @@ pub fn describe(segment: &Segment, kind: ChannelKind) -> String {
             };
             let _ = writeln!(
                 text,
-                "  ring: capacity {capacity} slots; tail (enqueue) {tail}, head (dequeue) {head}, {} claimed and not yet dequeued",
+                "  ring: capacity {capacity} slots; tail (enqueue) {tail} by {tail_owner:?}, head (dequeue) {head} by {head_owner:?}, {} claimed and not yet dequeued",
                 tail.wrapping_sub(head)
             );
-            let at_head = sequence(head);
-            let _ = writeln!(
-                text,
-                "  slot at head: sequence {at_head}; {} (published would be {}, free for this lap {})",
-                if at_head == 2 * head + 1 {
-                    "published, ready to pop"
-                } else if at_head == 2 * head && head == tail {
-                    "free: the ring is empty"
-                } else if at_head == 2 * head {
-                    "free: the producer that claimed this position has not published it"
-                } else if at_head == 2 * head.wrapping_sub(capacity) + 1 {
-                    "still holds last lap's item: the consumer that dequeued it never freed the slot"
-                } else {
-                    "neither published nor free"
-                },
-                2 * head + 1,
-                2 * head
-            );
-            let at_tail = sequence(tail);
-            let last_lap = tail.wrapping_sub(capacity);
-            let _ = writeln!(
-                text,
-                "  slot at tail: sequence {at_tail}; {} (free would be {})",
-                if at_tail == 2 * tail {
-                    "free"
-                } else if at_tail == 2 * last_lap + 1 && head > last_lap {
-                    "last lap's item was dequeued by a consumer that never freed the slot"
-                } else if at_tail == 2 * last_lap + 1 {
-                    "still holds last lap's item: full"
-                } else if at_tail == 2 * last_lap {
-                    "last lap's position was claimed by a producer that never published it"
-                } else {
-                    "unexpected"
-                },
-                2 * tail
-            );
+            // A sequence is position << 8 | owner << 3 | state.
+            let explain = |sequence: u64| {
+                let state = [
+                    "free",
+                    "writing",
+                    "full",
+                    "skip",
+                    "reading",
+                    "reading a skip",
+                ]
+                .get((sequence & 7) as usize)
+                .copied()
+                .unwrap_or("impossible state");
+                format!(
+                    "position {}, {state}, owner {}",
+                    sequence >> 8,
+                    (sequence >> 3) & 31
+                )
+            };
+            let _ = writeln!(text, "  slot at head: {}", explain(sequence(head)));
+            let _ = writeln!(text, "  slot at tail: {}", explain(sequence(tail)));
         }
         ChannelKind::Records => {
+            let head = head_word;
             let offset = (head & capacity.wrapping_sub(1)) as usize;
             let header = word(segment, SLOTS + offset);
             let tag = (head >> 3) & 0x7fff_ffff;
             let _ = writeln!(
                 text,
-                "  ring: {capacity} bytes; tail (reserved) {tail}, head (released) {head}, {} bytes reserved and not released",
+                "  ring: {capacity} bytes; tail (reserved) {tail} by {tail_owner:?}, head (released) {head}, {} bytes reserved and not released",
                 tail.wrapping_sub(head)
             );
             let state = if header >> 63 == 0 || (header >> 32) & 0x7fff_ffff != tag {
