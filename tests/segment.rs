@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{Cleanup, RemoveFile, unique_posix, unique_sysv};
 use ipcring::segment::{
-    Address, BackingKind, CreateOptions, HEADER_SIZE, MAX_PARTICIPANTS, Mismatch, OpenOptions,
-    Segment, SegmentError,
+    Address, BackingKind, CreateOptions, HEADER_SIZE, LAYOUT_VERSION, MAX_PARTICIPANTS, Mismatch,
+    OpenOptions, Segment, SegmentError,
 };
 
 fn shm_path(address: &Address) -> PathBuf {
@@ -313,12 +313,12 @@ fn damaged_headers_give_typed_errors() {
         (0, b"NOTOURS!".to_vec(), |e| {
             matches!(e, SegmentError::Incompatible(Mismatch::Magic { .. }))
         }),
-        (8, 2u32.to_le_bytes().to_vec(), |e| {
+        (8, 99u32.to_le_bytes().to_vec(), |e| {
             matches!(
                 e,
                 SegmentError::Incompatible(Mismatch::Version {
-                    found: 2,
-                    expected: 1
+                    found: 99,
+                    expected: LAYOUT_VERSION
                 })
             )
         }),

@@ -56,6 +56,14 @@ pub enum SegmentError {
         /// The table's size.
         capacity: usize,
     },
+    /// Another process holds this liveness key exclusively: one that is
+    /// freeing the slot of a dead participant (for a moment), or one that
+    /// does not follow the protocol.
+    #[error("liveness key {key} is held exclusively by another process")]
+    LivenessKeyBusy {
+        /// The key.
+        key: u32,
+    },
     /// The operation needs to write, and the segment was opened read-only.
     #[error("the segment was opened read-only")]
     ReadOnly,

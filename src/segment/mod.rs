@@ -23,6 +23,7 @@
 mod address;
 mod error;
 mod header;
+mod liveness;
 mod participants;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
@@ -35,6 +36,7 @@ use std::time::Duration;
 pub use address::{Address, MAX_NAME_LEN, POSIX_PREFIX, PosixName, SysvKey};
 pub use error::{Mismatch, SegmentError};
 pub use header::{BackingKind, HEADER_SIZE, LAYOUT_VERSION, MAX_PARTICIPANTS};
+pub use liveness::{LIVENESS_LOCK_BASE, LivenessLock, MIN_LIVENESS_KEY};
 pub use participants::{Participant, ProcessIdentity};
 
 use crate::sync::{Deadline, WaitWord};
@@ -229,11 +231,14 @@ enum Backing {
     Memfd { fd: OwnedFd },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Registration {
     index: usize,
     identity: u64,
     pid: u32,
+    /// The liveness lock for key `index`, taken before the claim; `None`
+    /// for SysV. Held, never read; dropped after the slot is freed.
+    _lock: Option<LivenessLock>,
 }
 
 /// A mapped, validated shared-memory segment.
@@ -474,9 +479,15 @@ impl Segment {
         Ok(unsafe { &*self.user_ptr().add(offset).cast::<T>() })
     }
 
-    /// The processes registered in the participants table, with liveness.
+    /// The processes registered in the participants table, with liveness:
+    /// the liveness lock of their slot for POSIX and memfd segments, pid and
+    /// start time for SysV.
     pub fn participants(&self) -> Vec<Participant> {
-        participants::list(&self.header().participants)
+        let table = &self.header().participants;
+        match self.file() {
+            Some(main) => participants::list(table, &mut FileLiveness::probing(main)),
+            None => participants::list(table, &mut participants::ByProcessIdentity),
+        }
     }
 
     /// Frees the table slots of processes that are gone; returns how many.
@@ -484,7 +495,53 @@ impl Segment {
         if self.access == Access::ReadOnly {
             return Err(SegmentError::ReadOnly);
         }
-        Ok(participants::reap(&self.header().participants))
+        let table = &self.header().participants;
+        Ok(match self.file() {
+            Some(main) => {
+                let description = liveness::new_description(main, true)?;
+                participants::reap(table, &mut FileLiveness::locking(main, description.as_fd()))
+            }
+            None => participants::reap(table, &mut participants::ByProcessIdentity),
+        })
+    }
+
+    /// Takes the liveness lock for `key`: a shared open-file-description
+    /// lock on the byte at offset [`LIVENESS_LOCK_BASE`] + `key` of the
+    /// segment's file, through a fresh open file description of that file
+    /// (so it does not matter whether its name was removed or now names
+    /// another object).
+    ///
+    /// The kernel releases the lock when the process dies, whatever its pid
+    /// namespace, so [`Segment::liveness_held`] in any process tells a live
+    /// holder from a dead one. Dropping the guard releases it too. A child
+    /// forked while it is held shares it: the lock then lasts until both
+    /// are gone.
+    ///
+    /// Keys from [`MIN_LIVENESS_KEY`] (1024) up belong to the layer above;
+    /// smaller ones are refused with `InvalidOptions` (keys
+    /// `0..MAX_PARTICIPANTS` are the participants table's). Returns
+    /// `Ok(None)` for a SysV segment, which has no file to lock; and
+    /// `LivenessKeyBusy` if another description holds the key exclusively.
+    pub fn lock_liveness(&self, key: u32) -> Result<Option<LivenessLock>, SegmentError> {
+        if key < MIN_LIVENESS_KEY {
+            return Err(SegmentError::InvalidOptions {
+                reason: "liveness keys below 1024 belong to the segment layer",
+            });
+        }
+        self.file()
+            .map(|main| liveness::acquire(main, key))
+            .transpose()
+    }
+
+    /// Whether any process (this one included, through another
+    /// [`LivenessLock`]) holds the liveness lock for `key`: `F_OFD_GETLK`
+    /// through the segment's main descriptor, which never holds liveness
+    /// locks itself. Any key may be asked, the participants table's too.
+    /// `Ok(None)` for a SysV segment.
+    pub fn liveness_held(&self, key: u32) -> Result<Option<bool>, SegmentError> {
+        self.file()
+            .map(|main| liveness::is_held(main, key))
+            .transpose()
     }
 
     /// Everything the header and the OS say about this segment.
@@ -516,6 +573,15 @@ impl Segment {
 
     fn header(&self) -> &Header {
         header_of(&self.mapping)
+    }
+
+    /// The main descriptor of a backing with a file (POSIX, memfd). It
+    /// never holds liveness locks, so probes through it see everyone's.
+    fn file(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Posix { fd, .. } | Backing::Memfd { fd } => Some(fd.as_fd()),
+            Backing::SysV { .. } => None,
+        }
     }
 
     fn memfd(&self) -> Result<BorrowedFd<'_>, SegmentError> {
@@ -604,21 +670,42 @@ impl Segment {
     fn register(&mut self) -> Result<(), SegmentError> {
         let identity = participants::own_identity()?;
         let table = &self.header().participants;
-        let index = match participants::register(table, identity) {
-            Some(index) => index,
+        let full = SegmentError::TooManyParticipants {
+            capacity: MAX_PARTICIPANTS,
+        };
+        let (index, lock) = match self.file() {
+            Some(main) => {
+                // One description of our own: it takes the shared lock of
+                // the slot we claim (before the claim), and the exclusive
+                // locks of slots it reaps when the table is full.
+                let description = liveness::new_description(main, true)?;
+                let mut liveness = FileLiveness::locking(main, description.as_fd());
+                let index = match participants::register(table, identity, &mut liveness)? {
+                    Some(index) => index,
+                    None => {
+                        participants::reap(table, &mut liveness);
+                        participants::register(table, identity, &mut liveness)?.ok_or(full)?
+                    }
+                };
+                (index, Some(liveness::held(description, index as u32)))
+            }
             None => {
-                participants::reap(table);
-                participants::register(table, identity).ok_or(
-                    SegmentError::TooManyParticipants {
-                        capacity: MAX_PARTICIPANTS,
-                    },
-                )?
+                let by_pid = &mut participants::ByProcessIdentity;
+                let index = match participants::register(table, identity, by_pid)? {
+                    Some(index) => index,
+                    None => {
+                        participants::reap(table, by_pid);
+                        participants::register(table, identity, by_pid)?.ok_or(full)?
+                    }
+                };
+                (index, None)
             }
         };
         self.registration = Some(Registration {
             index,
             identity,
             pid: sys::process::pid(),
+            _lock: lock,
         });
         Ok(())
     }
@@ -628,11 +715,65 @@ impl Drop for Segment {
     fn drop(&mut self) {
         // A forked child holds a copy of the parent's registration; only the
         // process that registered may free the slot.
+        // The slot is freed before its liveness lock goes (with `reg`), so
+        // no one sees a claimed slot without a lock while we live.
         if let Some(reg) = self.registration.take() {
             if reg.pid == sys::process::pid() {
                 participants::deregister(&self.header().participants, reg.index, reg.identity);
             }
         }
+    }
+}
+
+/// Liveness of participants of a segment with a file: slot `i` is alive
+/// while someone holds the liveness lock for key `i`.
+struct FileLiveness<'a> {
+    main: BorrowedFd<'a>,
+    /// A description of our own, for taking locks; `None` when only probing.
+    description: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> FileLiveness<'a> {
+    fn probing(main: BorrowedFd<'a>) -> FileLiveness<'a> {
+        FileLiveness {
+            main,
+            description: None,
+        }
+    }
+
+    /// `description` must be a fresh, writable description of `main`'s
+    /// file: reaping takes exclusive locks through it.
+    fn locking(main: BorrowedFd<'a>, description: BorrowedFd<'a>) -> FileLiveness<'a> {
+        FileLiveness {
+            main,
+            description: Some(description),
+        }
+    }
+}
+
+impl participants::Liveness for FileLiveness<'_> {
+    fn reserve(&mut self, index: usize) -> Result<bool, SegmentError> {
+        match self.description {
+            Some(description) => liveness::try_share(description, index as u32),
+            None => Ok(false),
+        }
+    }
+
+    fn release(&mut self, index: usize) {
+        if let Some(description) = self.description {
+            liveness::release(description, index as u32);
+        }
+    }
+
+    fn is_alive(&mut self, index: usize, _word: u64) -> bool {
+        // A failed probe counts as alive: never report (or free) a live
+        // process as dead because a call failed.
+        liveness::is_held(self.main, index as u32).unwrap_or(true)
+    }
+
+    fn hold_if_dead(&mut self, index: usize, _word: u64) -> bool {
+        self.description
+            .is_some_and(|description| liveness::try_exclude(description, index as u32))
     }
 }
 
