@@ -539,3 +539,59 @@ fn a_foreign_sysv_segment_is_never_removed() {
     let listed = ipcring::segment::list().unwrap();
     assert!(listed.iter().all(|l| l.address != address));
 }
+
+/// The uid and gid a child drops to when a test needs another user.
+const NOBODY: u32 = 65534;
+
+#[test]
+fn a_segment_of_another_owner_is_refused_unless_allowed() {
+    const NAME: &str = "a_segment_of_another_owner_is_refused_unless_allowed";
+    if common::child_role().is_some() {
+        // Group first: once the uid is dropped, setgid is no longer allowed.
+        // SAFETY: plain syscalls with integer arguments.
+        assert_eq!(unsafe { libc::setgid(NOBODY) }, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setuid(NOBODY) }, 0);
+        for var in ["POSIX", "SYSV"] {
+            let address: Address = std::env::var(var).unwrap().parse().unwrap();
+            drop(Segment::create(&address, &CreateOptions::new(64).mode(0o666)).unwrap());
+        }
+        return;
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: creating a segment as another user needs root");
+        return;
+    }
+    let posix = unique_posix("foreign");
+    let sysv = unique_sysv();
+    let _cleanup = (Cleanup(posix.clone()), Cleanup(sysv.clone()));
+    common::spawn_child(
+        NAME,
+        "create-as-nobody",
+        &[("POSIX", posix.to_string()), ("SYSV", sysv.to_string())],
+    )
+    .wait_success(Duration::from_secs(20));
+
+    for address in [&posix, &sysv] {
+        // The mode (0666) would let us in; the owner does not.
+        match Segment::open(address, &quick_open()) {
+            Err(SegmentError::ForeignOwner {
+                owner_uid: NOBODY,
+                our_uid: 0,
+                ..
+            }) => {}
+            other => panic!("{address}: expected ForeignOwner, got {other:?}"),
+        }
+        let opened = Segment::open(address, &quick_open().allow_foreign_owner(true)).unwrap();
+        assert_eq!(opened.info().owner_uid, NOBODY);
+        assert_eq!(opened.info().creator_uid, NOBODY);
+        // Inspection reads any owner's segment.
+        assert_eq!(Segment::inspect(address).unwrap().owner_uid, NOBODY);
+        // A name squatted by another user is not silently joined.
+        assert!(matches!(
+            Segment::open_or_create(address, &CreateOptions::new(64), &quick_open()),
+            Err(SegmentError::ForeignOwner { .. })
+        ));
+    }
+}

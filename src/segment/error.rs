@@ -30,6 +30,18 @@ pub enum SegmentError {
     /// The OS refused access (mode or owner).
     #[error("permission denied for segment {0}")]
     PermissionDenied(String),
+    /// The segment belongs to another user. Whoever owns it controls its
+    /// bytes and its size, so it is refused unless the opener trusts that
+    /// owner (`OpenOptions::allow_foreign_owner`).
+    #[error("segment {segment} is owned by uid {owner_uid}, not by this process's uid {our_uid}")]
+    ForeignOwner {
+        /// The segment's name or key.
+        segment: String,
+        /// Its owner, as the OS reports it.
+        owner_uid: u32,
+        /// Our effective uid.
+        our_uid: u32,
+    },
     /// The object is not an ipcring segment of a layout we can use.
     #[error("incompatible segment: {0}")]
     Incompatible(Mismatch),

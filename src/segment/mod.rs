@@ -109,6 +109,7 @@ pub struct OpenOptions {
     timeout: Duration,
     register: bool,
     access: Access,
+    allow_foreign_owner: bool,
 }
 
 impl Default for OpenOptions {
@@ -119,13 +120,15 @@ impl Default for OpenOptions {
 
 impl OpenOptions {
     /// Any kind, wait up to 1 s for a creator that is still initialising,
-    /// register as a participant, read and write.
+    /// register as a participant, read and write, and only a segment our
+    /// effective uid owns.
     pub fn new() -> OpenOptions {
         OpenOptions {
             kind: None,
             timeout: Duration::from_secs(1),
             register: true,
             access: Access::ReadWrite,
+            allow_foreign_owner: false,
         }
     }
 
@@ -145,6 +148,18 @@ impl OpenOptions {
     /// Whether to register in the participants table.
     pub fn register(mut self, register: bool) -> OpenOptions {
         self.register = register;
+        self
+    }
+
+    /// Whether to open a named segment owned by another user (the file's
+    /// `st_uid`, or SysV `shm_perm.uid`, differs from our effective uid).
+    /// Refused by default with `ForeignOwner`, whatever the mode allows:
+    /// whoever created the name first controls the segment's bytes and
+    /// size, so opening it trusts that user. Descriptors (`from_fd`,
+    /// `recv_fd`, `open_inherited`) are not checked: they come from a
+    /// process the caller chose to deal with.
+    pub fn allow_foreign_owner(mut self, allow: bool) -> OpenOptions {
+        self.allow_foreign_owner = allow;
         self
     }
 
@@ -337,9 +352,13 @@ impl Segment {
         }
     }
 
-    /// Reads a named segment's details without registering or writing.
+    /// Reads a named segment's details without registering or writing,
+    /// whoever owns it.
     pub fn inspect(address: &Address) -> Result<SegmentInfo, SegmentError> {
-        let options = OpenOptions::new().read_only().timeout(Duration::ZERO);
+        let options = OpenOptions::new()
+            .read_only()
+            .allow_foreign_owner(true)
+            .timeout(Duration::ZERO);
         Segment::open(address, &options).map(|segment| segment.info())
     }
 
@@ -838,6 +857,23 @@ fn sysv_error(op: &'static str, address: &Address, source: std::io::Error) -> Se
     }
 }
 
+/// Refuses a named segment another user owns, unless the opener allows it.
+fn check_owner(
+    address: &Address,
+    owner_uid: u32,
+    options: &OpenOptions,
+) -> Result<(), SegmentError> {
+    let our_uid = sys::process::euid();
+    if owner_uid == our_uid || options.allow_foreign_owner {
+        return Ok(());
+    }
+    Err(SegmentError::ForeignOwner {
+        segment: address.to_string(),
+        owner_uid,
+        our_uid,
+    })
+}
+
 fn check_min_size(size: u64) -> Result<(), SegmentError> {
     if size < HEADER_SIZE as u64 {
         return Err(Mismatch::TooSmall {
@@ -951,6 +987,7 @@ fn open_posix(
     if !stat.regular {
         return Err(Mismatch::NotRegularFile.into());
     }
+    check_owner(&address, stat.uid, options)?;
     // A creator sizes the object right after creating it: a zero size means
     // it has not got there yet.
     let mut size = stat.size;
@@ -979,9 +1016,9 @@ fn open_sysv(
 ) -> Result<Segment, SegmentError> {
     let address = Address::SysV(key);
     let id = sysv::lookup(key.get()).map_err(|e| SegmentError::from_os("shmget", &address, e))?;
-    let size = sysv::stat(id)
-        .map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?
-        .size;
+    let stat = sysv::stat(id).map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?;
+    check_owner(&address, stat.uid, options)?;
+    let size = stat.size;
     check_min_size(size)?;
     let mapping = sysv::attach(id, size as usize, options.access)
         .map_err(|e| sysv_error("shmat", &address, e))?;

@@ -13,6 +13,13 @@ pub fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// This process's effective user id: whose rights the kernel checks, and
+/// whom the objects it creates belong to.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// What `/proc/PID/stat` says about a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcStat {
