@@ -144,3 +144,34 @@ fn demo_runs_two_processes_and_cleans_up() {
         "demo left {name}"
     );
 }
+
+#[test]
+fn rm_removes_a_sysv_segment_abandoned_before_its_header() {
+    if common::child_role().is_some() {
+        // A creator killed between shmget and its first write leaves this.
+        let key: i32 = std::env::var("SYSV_KEY").unwrap().parse().unwrap();
+        // SAFETY: plain syscall with integer arguments.
+        let id = unsafe { libc::shmget(key, 8192, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+        assert!(id >= 0);
+        return;
+    }
+    let address = unique_sysv();
+    let _cleanup = Cleanup(address.clone());
+    let ipcring::segment::Address::SysV(key) = &address else {
+        unreachable!()
+    };
+    common::spawn_child(
+        "rm_removes_a_sysv_segment_abandoned_before_its_header",
+        "abandon",
+        &[("SYSV_KEY", key.get().to_string())],
+    )
+    .wait_success(std::time::Duration::from_secs(20));
+    let output = ipcring(&["rm", &address.to_string()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // SAFETY: plain syscall with integer arguments.
+    assert_eq!(unsafe { libc::shmget(key.get(), 0, 0) }, -1, "still there");
+}

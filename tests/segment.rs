@@ -528,9 +528,28 @@ fn a_foreign_sysv_segment_is_never_removed() {
     }
     let _rmid = Rmid(id);
     let address = Address::SysV(key);
+    // Its creator (this process) lives: it could be one of ours still being
+    // initialised, so remove waits for a header, then gives up.
+    let started = Instant::now();
     assert!(matches!(
         Segment::remove(&address),
-        Err(SegmentError::Incompatible(Mismatch::Magic { .. }))
+        Err(SegmentError::NotReady { .. })
+    ));
+    assert!(started.elapsed() >= ipcring::segment::REMOVE_WAIT);
+    // With a foreign magic it is refused at once.
+    // SAFETY: a null address lets the kernel choose; the segment is 8192
+    // bytes, so the first 8 are ours to write; we detach right after.
+    unsafe {
+        let addr = libc::shmat(id, std::ptr::null(), 0);
+        assert_ne!(addr as isize, -1);
+        addr.cast::<u64>().write(0x1234_5678);
+        libc::shmdt(addr);
+    }
+    assert!(matches!(
+        Segment::remove(&address),
+        Err(SegmentError::Incompatible(Mismatch::Magic {
+            found: 0x1234_5678
+        }))
     ));
     // Still there.
     // SAFETY: as above.
@@ -538,6 +557,179 @@ fn a_foreign_sysv_segment_is_never_removed() {
     // Not listed as ours either.
     let listed = ipcring::segment::list().unwrap();
     assert!(listed.iter().all(|l| l.address != address));
+}
+
+/// Creates a SysV segment the raw way and exits without writing a header,
+/// as a creator killed between `shmget` and its first write leaves it;
+/// `SCRIBBLE` writes one byte past the magic first.
+fn create_blank_sysv_and_exit() {
+    let key: i32 = std::env::var("SYSV_KEY").unwrap().parse().unwrap();
+    // SAFETY: plain syscall with integer arguments.
+    let id = unsafe { libc::shmget(key, 8192, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    assert!(id >= 0);
+    if std::env::var("SCRIBBLE").is_ok() {
+        // SAFETY: the segment is 8192 bytes; byte 200 lies within it.
+        unsafe {
+            let addr = libc::shmat(id, std::ptr::null(), 0);
+            assert_ne!(addr as isize, -1);
+            addr.cast::<u8>().add(200).write(1);
+            libc::shmdt(addr);
+        }
+    }
+}
+
+#[test]
+fn a_sysv_segment_abandoned_before_its_header_is_removable() {
+    const NAME: &str = "a_sysv_segment_abandoned_before_its_header_is_removable";
+    if common::child_role().is_some() {
+        return create_blank_sysv_and_exit();
+    }
+    let address = unique_sysv();
+    let Address::SysV(key) = address else {
+        unreachable!()
+    };
+    let _cleanup = RemoveSysv(key.get());
+    let env = [("SYSV_KEY", key.get().to_string())];
+    common::spawn_child(NAME, "abandon", &env).wait_success(Duration::from_secs(20));
+
+    // Another process still attached: perhaps a program using the zeros.
+    // SAFETY: plain syscalls; the address is detached below.
+    let id = unsafe { libc::shmget(key.get(), 0, 0) };
+    // SAFETY: as above.
+    let attached = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY) };
+    assert_ne!(attached as isize, -1);
+    assert!(matches!(
+        Segment::remove(&address),
+        Err(SegmentError::NotReady { .. })
+    ));
+    // SAFETY: attached above, detached once.
+    unsafe { libc::shmdt(attached) };
+
+    // Blank, creator dead, no one attached: removed, and the key is free.
+    Segment::remove(&address).unwrap();
+    drop(Segment::create(&address, &CreateOptions::new(64)).unwrap());
+    Segment::remove(&address).unwrap();
+
+    // Not blank: not provably ours, so left alone.
+    let env = [
+        ("SYSV_KEY", key.get().to_string()),
+        ("SCRIBBLE", String::new()),
+    ];
+    common::spawn_child(NAME, "abandon", &env).wait_success(Duration::from_secs(20));
+    assert!(matches!(
+        Segment::remove(&address),
+        Err(SegmentError::Incompatible(Mismatch::Magic { found: 0 }))
+    ));
+}
+
+/// Removes a SysV key's segment by id, whatever it holds.
+struct RemoveSysv(i32);
+
+impl Drop for RemoveSysv {
+    fn drop(&mut self) {
+        // SAFETY: plain syscalls; IPC_RMID takes no buffer.
+        unsafe {
+            let id = libc::shmget(self.0, 0, 0);
+            if id >= 0 {
+                libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stale_handle_never_unlinks_a_newer_segment() {
+    for address in [unique_posix("stale"), unique_sysv()] {
+        let _cleanup = Cleanup(address.clone());
+        let old = Segment::create(&address, &CreateOptions::new(64).kind(1)).unwrap();
+        Segment::remove(&address).unwrap();
+        assert!(matches!(old.unlink(), Err(SegmentError::NotFound(_))));
+        let new = Segment::create(&address, &CreateOptions::new(64).kind(2)).unwrap();
+        assert!(
+            matches!(old.unlink(), Err(SegmentError::NotFound(_))),
+            "{address}"
+        );
+        assert_eq!(Segment::inspect(&address).unwrap().kind, 2);
+        // The current handle removes its own name.
+        new.unlink().unwrap();
+        assert!(matches!(new.unlink(), Err(SegmentError::NotFound(_))));
+        assert!(matches!(
+            Segment::inspect(&address),
+            Err(SegmentError::NotFound(_))
+        ));
+    }
+}
+
+/// One racing process: random operations on one name, each of which may
+/// fail only with the errors its documentation lists.
+fn race(address: &Address, seed: u64) {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let create = CreateOptions::new(256);
+    let open = OpenOptions::new().timeout(Duration::from_millis(50));
+    let mut held = Vec::new();
+    for round in 0..RACE_ROUNDS {
+        let outcome = match next() % 6 {
+            0 => Segment::create(address, &create).map(|s| held.push(s)),
+            1 => Segment::open(address, &open).map(|s| held.push(s)),
+            2 => Segment::open_or_create(address, &create, &open).map(|(s, _)| held.push(s)),
+            3 => Segment::remove(address),
+            4 => held
+                .pop()
+                .map_or(Ok(()), |segment: Segment| segment.unlink()),
+            _ => {
+                held.clear();
+                Ok(())
+            }
+        };
+        match outcome {
+            Ok(())
+            | Err(
+                SegmentError::AlreadyExists(_)
+                | SegmentError::NotFound(_)
+                | SegmentError::NotReady { .. },
+            ) => {}
+            Err(e) => panic!("round {round} at {address}: undocumented error {e:?}"),
+        }
+        if held.len() > 3 {
+            held.remove(0);
+        }
+    }
+}
+
+const RACE_ROUNDS: usize = 500;
+
+#[test]
+fn racing_processes_see_only_documented_errors() {
+    const NAME: &str = "racing_processes_see_only_documented_errors";
+    if common::child_role().is_some() {
+        let address: Address = std::env::var("SEGMENT").unwrap().parse().unwrap();
+        let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
+        return race(&address, seed);
+    }
+    for address in [unique_posix("race"), unique_sysv()] {
+        let _cleanup = Cleanup(address.clone());
+        let racers: Vec<_> = (1..=3u64)
+            .map(|i| {
+                common::spawn_child(
+                    NAME,
+                    "racer",
+                    &[
+                        ("SEGMENT", address.to_string()),
+                        ("SEED", (i * 0x9e37_79b9).to_string()),
+                    ],
+                )
+            })
+            .collect();
+        for racer in racers {
+            racer.wait_success(Duration::from_secs(120));
+        }
+    }
 }
 
 /// The uid and gid a child drops to when a test needs another user.

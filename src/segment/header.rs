@@ -192,6 +192,31 @@ impl Header {
         self.magic.load(Ordering::Relaxed) == MAGIC
     }
 
+    /// Whether every header field, the participants table included, is
+    /// zero: fresh memory no creator has written to.
+    pub fn is_blank(&self) -> bool {
+        let words = [
+            self.magic.load(Ordering::Relaxed),
+            u64::from(self.layout_version.load(Ordering::Relaxed)),
+            u64::from(self.kind.load(Ordering::Relaxed)),
+            self.total_size.load(Ordering::Relaxed),
+            self.user_size.load(Ordering::Relaxed),
+            u64::from(self.header_size.load(Ordering::Relaxed)),
+            u64::from(self.participants_capacity.load(Ordering::Relaxed)),
+            self.created_realtime_ns.load(Ordering::Relaxed),
+            u64::from(self.creator_pid.load(Ordering::Relaxed)),
+            u64::from(self.creator_uid.load(Ordering::Relaxed)),
+            u64::from(self.init_state.load(Ordering::Relaxed)),
+            u64::from(self.backing.load(Ordering::Relaxed)),
+        ];
+        words.iter().all(|&word| word == 0)
+            && self
+                ._reserved
+                .iter()
+                .all(|word| word.load(Ordering::Relaxed) == 0)
+            && self.participants.iter().all(ParticipantSlot::is_blank)
+    }
+
     /// Checks a published header against the object's real size and the
     /// kind the opener expects. Every field is treated as untrusted.
     pub fn validate(

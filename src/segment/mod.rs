@@ -315,40 +315,27 @@ impl Segment {
     }
 
     /// Removes a named segment: its name is gone at once, the memory when
-    /// the last process unmaps it. A SysV segment is removed only if it
-    /// carries our magic, so a foreign segment is never destroyed by mistake.
+    /// the last process unmaps it.
+    ///
+    /// A POSIX name is removed whatever it holds (it carries our prefix).
+    /// A SysV key is removed only if its segment carries our magic, or was
+    /// abandoned before any header was written: every header byte zero, its
+    /// creator (`shm_cpid`) no longer running, and no process attached. A
+    /// segment whose header is still zero while its creator lives may be
+    /// one of ours being initialised, or another program's: we wait up to
+    /// [`REMOVE_WAIT`] for a header, then fail with `NotReady` and leave it.
+    /// A foreign segment is never destroyed by mistake.
+    ///
+    /// Errors: `NotFound` if there is nothing to remove (including when
+    /// another process removed it first), `NotReady`, `Incompatible` for a
+    /// foreign SysV segment, `PermissionDenied`.
     pub fn remove(address: &Address) -> Result<(), SegmentError> {
         match address {
             Address::Posix(name) => {
                 let c_name = posix_c_name(name);
                 shm::unlink(&c_name).map_err(|e| SegmentError::from_os("shm_unlink", address, e))
             }
-            Address::SysV(key) => {
-                let id = sysv::lookup(key.get())
-                    .map_err(|e| SegmentError::from_os("shmget", address, e))?;
-                let stat =
-                    sysv::stat(id).map_err(|e| sysv_error("shmctl(IPC_STAT)", address, e))?;
-                if stat.size < HEADER_SIZE as u64 {
-                    return Err(Mismatch::TooSmall {
-                        size: stat.size,
-                        min: HEADER_SIZE as u64,
-                    }
-                    .into());
-                }
-                let mapping = sysv::attach(id, stat.size as usize, Access::ReadOnly)
-                    .map_err(|e| sysv_error("shmat", address, e))?;
-                // Only a segment that carries our magic is ours to remove; a
-                // foreign one (even one that starts with zeros) is left alone.
-                let header = header_of(&mapping);
-                if !header.is_ours() {
-                    return Err(match header.readiness() {
-                        Err(e @ SegmentError::Incompatible(_)) => e,
-                        _ => Mismatch::Magic { found: 0 }.into(),
-                    });
-                }
-                drop(mapping);
-                sysv::remove(id).map_err(|e| SegmentError::from_os("shmctl(IPC_RMID)", address, e))
-            }
+            Address::SysV(key) => remove_sysv(*key),
         }
     }
 
@@ -436,13 +423,44 @@ impl Segment {
         })
     }
 
-    /// Removes this segment's name (POSIX) or id (SysV); see
-    /// [`Segment::remove`]. An anonymous segment has no name to remove.
+    /// Removes this segment's name (POSIX) or id (SysV), if it still has
+    /// one: `NotFound` if it was removed already, and (POSIX) if its name
+    /// now belongs to a newer object, which is left alone. An anonymous
+    /// segment has no name to remove (`WrongBacking`).
+    ///
+    /// For POSIX the name is checked (device and inode of what it opens
+    /// against our descriptor) and then unlinked; Linux has no "unlink if
+    /// it is still this file". So one window remains: if, between the two
+    /// steps, another process removes the name *and* creates a new segment
+    /// under it, that new segment's name is removed (its memory lives on
+    /// while mapped). A SysV id cannot be reused while we are attached, so
+    /// SysV has no such window.
     pub fn unlink(&self) -> Result<(), SegmentError> {
         match &self.backing {
-            Backing::Posix { name, .. } => Segment::remove(&Address::Posix(name.clone())),
-            Backing::SysV { key, id } => sysv::remove(*id)
-                .map_err(|e| SegmentError::from_os("shmctl(IPC_RMID)", Address::SysV(*key), e)),
+            Backing::Posix { name, fd } => {
+                let address = Address::Posix(name.clone());
+                let c_name = posix_c_name(name);
+                let io = |op| move |source| SegmentError::Io { op, source };
+                let ours = shm::fstat(fd).map_err(io("fstat"))?;
+                let named = shm::open(&c_name, false)
+                    .map_err(|e| SegmentError::from_os("shm_open", &address, e))?;
+                let named = shm::fstat(&named).map_err(io("fstat"))?;
+                if (named.dev, named.ino) != (ours.dev, ours.ino) {
+                    return Err(SegmentError::NotFound(address.to_string()));
+                }
+                shm::unlink(&c_name).map_err(|e| SegmentError::from_os("shm_unlink", &address, e))
+            }
+            Backing::SysV { key, id } => {
+                let address = Address::SysV(*key);
+                // A removed segment we still map keeps its id, with its key
+                // reset to IPC_PRIVATE (0).
+                let stat =
+                    sysv::stat(*id).map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?;
+                if stat.key != key.get() {
+                    return Err(SegmentError::NotFound(address.to_string()));
+                }
+                sysv::remove(*id).map_err(|e| sysv_error("shmctl(IPC_RMID)", &address, e))
+            }
             Backing::Memfd { .. } => Err(SegmentError::WrongBacking("memfd")),
         }
     }
@@ -796,6 +814,88 @@ impl participants::Liveness for FileLiveness<'_> {
     }
 }
 
+/// How long [`Segment::remove`] waits for the creator of a SysV segment
+/// whose header is still blank to write it.
+pub const REMOVE_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether the kernel-recorded creator of a SysV segment is gone. A pid of
+/// 0 (a creator outside our pid namespace) is never judged gone, and a
+/// reused pid looks alive: both err on the side of leaving the segment.
+fn sysv_creator_gone(creator_pid: u32) -> bool {
+    creator_pid != 0 && !sys::process::pid_exists(creator_pid)
+}
+
+/// What `remove_sysv` found at a key.
+enum SysvVerdict {
+    /// It carries our magic.
+    Ours,
+    /// Blank header, creator gone: remove it if no one is attached.
+    Abandoned,
+    /// Blank header, creator alive: it may still write one.
+    Wait,
+}
+
+fn remove_sysv(key: SysvKey) -> Result<(), SegmentError> {
+    let address = Address::SysV(key);
+    let deadline = Deadline::after(REMOVE_WAIT);
+    let mut pause = Duration::from_micros(50);
+    loop {
+        // Looked up afresh on each lap: the key may have been removed and
+        // taken again meanwhile.
+        let id =
+            sysv::lookup(key.get()).map_err(|e| SegmentError::from_os("shmget", &address, e))?;
+        let stat = sysv::stat(id).map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?;
+        if stat.size < HEADER_SIZE as u64 {
+            return Err(Mismatch::TooSmall {
+                size: stat.size,
+                min: HEADER_SIZE as u64,
+            }
+            .into());
+        }
+        let verdict = {
+            let mapping = sysv::attach(id, HEADER_SIZE, Access::ReadOnly)
+                .map_err(|e| sysv_error("shmat", &address, e))?;
+            let header = header_of(&mapping);
+            if header.is_ours() {
+                SysvVerdict::Ours
+            } else {
+                match header.readiness() {
+                    Err(e @ SegmentError::Incompatible(_)) => return Err(e),
+                    Ok(Readiness::NotYet) if !sysv_creator_gone(stat.creator_pid) => {
+                        SysvVerdict::Wait
+                    }
+                    Ok(Readiness::NotYet) if header.is_blank() => SysvVerdict::Abandoned,
+                    // Zeros where our magic belongs, and something else
+                    // elsewhere: not ours.
+                    _ => return Err(Mismatch::Magic { found: 0 }.into()),
+                }
+            }
+        };
+        let remove = match verdict {
+            SysvVerdict::Ours => true,
+            // Counted after our own mapping is gone. One attached may be an
+            // opener about to give up, or a program using the zeros.
+            SysvVerdict::Abandoned => {
+                sysv::stat(id)
+                    .map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?
+                    .attachments
+                    == 0
+            }
+            SysvVerdict::Wait => false,
+        };
+        if remove {
+            return sysv::remove(id).map_err(|e| sysv_error("shmctl(IPC_RMID)", &address, e));
+        }
+        if deadline.has_passed() {
+            return Err(SegmentError::NotReady {
+                waited: REMOVE_WAIT,
+            });
+        }
+        std::thread::sleep(pause.min(deadline.remaining()));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
 /// Every POSIX and SysV ipcring segment this process can see. Anonymous
 /// memfd segments have no system-wide name and are not listed.
 pub fn list() -> Result<Vec<Listing>, SegmentError> {
@@ -959,10 +1059,7 @@ fn create_sysv(
         let _ = sysv::remove(id);
     });
     let mapping =
-        sysv::attach(id, total, Access::ReadWrite).map_err(|source| SegmentError::Io {
-            op: "shmat",
-            source,
-        })?;
+        sysv::attach(id, total, Access::ReadWrite).map_err(|e| sysv_error("shmat", &address, e))?;
     let segment = Segment::initialize(
         mapping,
         Backing::SysV { key, id },

@@ -32,6 +32,13 @@ pub(crate) struct ParticipantSlot {
     attached_ns: AtomicU64,
 }
 
+impl ParticipantSlot {
+    /// Whether both words are zero (never written).
+    pub(crate) fn is_blank(&self) -> bool {
+        self.identity.load(Ordering::Relaxed) == 0 && self.attached_ns.load(Ordering::Relaxed) == 0
+    }
+}
+
 /// One attached process, as the table reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Participant {

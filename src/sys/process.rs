@@ -92,6 +92,16 @@ pub fn is_alive(pid: u32, start_ticks_low: u32) -> bool {
     }
 }
 
+/// Whether some process with this pid runs (not a zombie). It cannot tell
+/// a reused pid from the original: use it only where calling a dead
+/// process alive is the safe mistake.
+pub fn pid_exists(pid: u32) -> bool {
+    match proc_stat(pid) {
+        Ok(Some(stat)) => !matches!(stat.state, b'Z' | b'X' | b'x'),
+        Ok(None) | Err(_) => signal_probe(pid),
+    }
+}
+
 /// Restores the default action for SIGPIPE (the Rust runtime ignores it),
 /// so that a command-line tool writing into a closed pipe ends quietly, as
 /// `ls | head` expects, instead of failing on EPIPE.

@@ -21,6 +21,10 @@ pub struct FdStat {
     pub uid: u32,
     /// Whether it is a regular file (not a FIFO, device or directory).
     pub regular: bool,
+    /// Device and inode: which object this is, whatever its name.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
 }
 
 /// Creates `name` (which starts with `/`) exclusively with exactly `mode`
@@ -108,6 +112,8 @@ pub fn fstat(fd: impl AsFd) -> io::Result<FdStat> {
         mode: st.st_mode & 0o777,
         uid: st.st_uid,
         regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        dev: st.st_dev,
+        ino: st.st_ino,
     })
 }
 
