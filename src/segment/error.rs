@@ -53,14 +53,22 @@ pub enum SegmentError {
         /// What it holds.
         value: u64,
     },
-    /// The creator has not finished initialising the segment (it may have
-    /// died while doing so); we waited this long.
-    #[error(
-        "segment not ready after waiting {waited:?} (its creator may have died while creating it)"
-    )]
+    /// A SysV segment's header was still unwritten when we gave up
+    /// waiting: its creator still runs (or, for `remove` of a blank segment
+    /// whose creator died, other processes are still attached to it).
+    #[error("segment not ready after waiting {waited:?}: its header is not written yet")]
     NotReady {
         /// How long we waited.
         waited: Duration,
+    },
+    /// The segment will never be ready: its creator died before marking
+    /// it so (SysV: `shm_cpid` no longer runs), or, for a POSIX name or a
+    /// memfd, which this library makes visible only once complete, whoever
+    /// made it never finished. Remove it.
+    #[error("segment {segment} was abandoned before its creator finished initialising it")]
+    Abandoned {
+        /// The segment's name or key (`memfd` for an anonymous one).
+        segment: String,
     },
     /// Every participant slot is taken by a live process.
     #[error("the participants table is full ({capacity} live processes attached)")]

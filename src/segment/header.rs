@@ -2,7 +2,7 @@
 //!
 //! | offset | size | field                   | unit / range                  | written by |
 //! |--------|------|-------------------------|-------------------------------|------------|
-//! | 0      | 8    | `magic`                 | `b"IPCRING\0"` little-endian  | creator, last but one |
+//! | 0      | 8    | `magic`                 | `b"IPCRING\0"` little-endian  | creator, first |
 //! | 8      | 4    | `layout_version`        | [`LAYOUT_VERSION`] (2)        | creator |
 //! | 12     | 4    | `kind`                  | content kind, chosen by the creator's layer | creator |
 //! | 16     | 8    | `total_size`            | bytes of the whole object     | creator |
@@ -21,8 +21,11 @@
 //!
 //! Every field is an atomic: the segment is shared with processes we do not
 //! trust, so no plain reference to its bytes may exist. The creator writes
-//! all fields, then `magic`, then stores `init_state = INIT_READY` with
-//! Release; an opener loads `init_state` with Acquire before reading the rest.
+//! `magic` first, then all fields, then stores `init_state = INIT_READY`
+//! with Release; an opener loads `init_state` with Acquire before reading
+//! the rest. Magic first: a header with our magic and no READY is ours,
+//! left half-written by a creator that is still at it or died, and a header
+//! without our magic holds nothing our creator wrote.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
@@ -142,6 +145,7 @@ impl Header {
     /// Fills a fresh (zeroed) header and publishes it.
     pub fn initialize(&self, fields: &HeaderFields) {
         // Relaxed: nobody reads these before the Release store below.
+        self.magic.store(MAGIC, Ordering::Relaxed);
         self.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
         self.kind.store(fields.kind, Ordering::Relaxed);
         self.total_size.store(fields.total_size, Ordering::Relaxed);
@@ -158,7 +162,6 @@ impl Header {
         self.creator_uid
             .store(fields.creator_uid, Ordering::Relaxed);
         self.backing.store(fields.backing.code(), Ordering::Relaxed);
-        self.magic.store(MAGIC, Ordering::Relaxed);
         // Release: pairs with the Acquire load of `init_state` in
         // `readiness`, so an opener that sees READY sees every field above.
         self.init_state.store(INIT_READY, Ordering::Release);

@@ -138,8 +138,10 @@ impl OpenOptions {
         self
     }
 
-    /// How long to wait for a segment whose creator is still initialising
-    /// it before failing with `NotReady`.
+    /// How long to wait for a SysV segment whose creator is still
+    /// initialising it before failing with `NotReady`. (A POSIX name or a
+    /// memfd becomes visible only once complete; an unready one, or a SysV
+    /// one whose creator died, is `Abandoned` at once.)
     pub fn timeout(mut self, timeout: Duration) -> OpenOptions {
         self.timeout = timeout;
         self
@@ -246,6 +248,17 @@ enum Backing {
     Memfd { fd: OwnedFd },
 }
 
+impl Backing {
+    /// The name or key for messages; `memfd` if anonymous.
+    fn describe(&self) -> String {
+        match self {
+            Backing::Posix { name, .. } => Address::Posix(name.clone()).to_string(),
+            Backing::SysV { key, .. } => Address::SysV(*key).to_string(),
+            Backing::Memfd { .. } => "memfd".to_owned(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Registration {
     index: usize,
@@ -272,6 +285,11 @@ pub struct Segment {
 impl Segment {
     /// Creates a named segment; fails with `AlreadyExists` if the name or
     /// key is taken. Of several processes racing, exactly one succeeds.
+    ///
+    /// A POSIX segment is built unnamed and named only once complete, so
+    /// no one ever sees it half-initialised. A SysV key exists from
+    /// `shmget` on; openers wait for its header (or, if its creator died,
+    /// report it `Abandoned`).
     pub fn create(address: &Address, options: &CreateOptions) -> Result<Segment, SegmentError> {
         let total = options.total_size()?;
         match address {
@@ -380,7 +398,17 @@ impl Segment {
         check_min_size(size)?;
         let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
         let deadline = Deadline::after(options.timeout);
-        Segment::attach(mapping, Backing::Memfd { fd }, size, options, deadline)
+        // A memfd is shared only once its creator has initialised it: an
+        // unready one will stay so.
+        let creator_gone = || true;
+        Segment::attach(
+            mapping,
+            Backing::Memfd { fd },
+            size,
+            options,
+            deadline,
+            creator_gone,
+        )
     }
 
     /// Opens a segment from a descriptor number inherited from a parent
@@ -661,19 +689,36 @@ impl Segment {
     }
 
     /// Waits for the creator to publish the header, validates it, and
-    /// registers.
+    /// registers. An unready header whose creator is gone is `Abandoned` at
+    /// once.
     fn attach(
         mapping: Mapping,
         backing: Backing,
         actual_size: u64,
         options: &OpenOptions,
         deadline: Deadline,
+        creator_gone: impl Fn() -> bool,
     ) -> Result<Segment, SegmentError> {
         let header = header_of(&mapping);
         let mut pause = Duration::from_micros(50);
         loop {
             match header.readiness()? {
                 Readiness::Ready => break,
+                // Re-check readiness after the creator is seen gone: it may
+                // have published just before dying.
+                Readiness::NotYet if creator_gone() => {
+                    if let Readiness::Ready = header.readiness()? {
+                        break;
+                    }
+                    // Our creators write the magic first: zeros there and
+                    // anything elsewhere were not written by one.
+                    if !header.is_ours() && !header.is_blank() {
+                        return Err(Mismatch::Magic { found: 0 }.into());
+                    }
+                    return Err(SegmentError::Abandoned {
+                        segment: backing.describe(),
+                    });
+                }
                 Readiness::NotYet if deadline.has_passed() => {
                     return Err(SegmentError::NotReady {
                         waited: options.timeout,
@@ -1029,12 +1074,16 @@ fn create_posix(
 ) -> Result<Segment, SegmentError> {
     let address = Address::Posix(name.clone());
     let c_name = posix_c_name(name);
-    let fd = shm::create_exclusive(&c_name, options.mode)
-        .map_err(|e| SegmentError::from_os("shm_open", &address, e))?;
-    let guard = RemoveOnError::new(|| {
-        let _ = shm::unlink(&c_name);
-    });
+    // Only a hint (the name may be taken before we publish), but it spares
+    // a racing loser from allocating the whole segment first.
+    if shm::name_exists(&c_name) {
+        return Err(SegmentError::AlreadyExists(address.to_string()));
+    }
+    // Built unnamed and named only once complete: a creator that dies
+    // half-way leaves nothing under the name, and no opener ever waits for
+    // one.
     let io = |op| move |source| SegmentError::Io { op, source };
+    let fd = shm::create_unnamed(options.mode).map_err(io("open(O_TMPFILE) in /dev/shm"))?;
     shm::set_len(&fd, total as u64).map_err(io("ftruncate"))?;
     shm::reserve(&fd, total as u64).map_err(io("posix_fallocate"))?;
     let mapping = Mapping::map_fd(&fd, total, Access::ReadWrite).map_err(io("mmap"))?;
@@ -1043,7 +1092,10 @@ fn create_posix(
         fd,
     };
     let segment = Segment::initialize(mapping, backing, BackingKind::Posix, options)?;
-    guard.disarm();
+    let Backing::Posix { fd, .. } = &segment.backing else {
+        unreachable!("built as POSIX above")
+    };
+    shm::publish(fd, &c_name).map_err(|e| SegmentError::from_os("linkat", &address, e))?;
     Ok(segment)
 }
 
@@ -1085,17 +1137,13 @@ fn open_posix(
         return Err(Mismatch::NotRegularFile.into());
     }
     check_owner(&address, stat.uid, options)?;
-    // A creator sizes the object right after creating it: a zero size means
-    // it has not got there yet.
-    let mut size = stat.size;
-    while size == 0 {
-        if deadline.has_passed() {
-            return Err(SegmentError::NotReady {
-                waited: options.timeout,
-            });
-        }
-        std::thread::sleep(Duration::from_micros(200).min(deadline.remaining()));
-        size = shm::fstat(&fd).map_err(io("fstat"))?.size;
+    // Our creators name a segment only once it is complete (see
+    // `create_posix`): an empty or unready object will stay so.
+    let size = stat.size;
+    if size == 0 {
+        return Err(SegmentError::Abandoned {
+            segment: address.to_string(),
+        });
     }
     check_min_size(size)?;
     let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
@@ -1103,7 +1151,7 @@ fn open_posix(
         name: name.clone(),
         fd,
     };
-    Segment::attach(mapping, backing, size, options, deadline)
+    Segment::attach(mapping, backing, size, options, deadline, || true)
 }
 
 fn open_sysv(
@@ -1119,5 +1167,13 @@ fn open_sysv(
     check_min_size(size)?;
     let mapping = sysv::attach(id, size as usize, options.access)
         .map_err(|e| sysv_error("shmat", &address, e))?;
-    Segment::attach(mapping, Backing::SysV { key, id }, size, options, deadline)
+    let creator_gone = || sysv_creator_gone(stat.creator_pid);
+    Segment::attach(
+        mapping,
+        Backing::SysV { key, id },
+        size,
+        options,
+        deadline,
+        creator_gone,
+    )
 }
