@@ -175,3 +175,104 @@ fn rm_removes_a_sysv_segment_abandoned_before_its_header() {
     // SAFETY: plain syscall with integer arguments.
     assert_eq!(unsafe { libc::shmget(key.get(), 0, 0) }, -1, "still there");
 }
+
+/// Child roles for the stale tests: `attach` opens SEGMENT, `own` creates
+/// it owned; both say so in the user area and wait to be killed.
+fn attach_or_own_until_killed(role: &str) {
+    let address: ipcring::segment::Address = std::env::var("SEGMENT").unwrap().parse().unwrap();
+    let segment = if role == "own" {
+        Segment::create(&address, &CreateOptions::new(64).owned(true)).unwrap()
+    } else {
+        Segment::open(&address, &ipcring::segment::OpenOptions::new()).unwrap()
+    };
+    // Release: pairs with the Acquire load in `killed_after`.
+    segment
+        .view::<std::sync::atomic::AtomicU32>(0)
+        .unwrap()
+        .store(1, std::sync::atomic::Ordering::Release);
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+/// Runs a child in `role` on `address`, waits for its signal, kills it.
+fn killed_after(test_name: &str, role: &str, address: &ipcring::segment::Address) -> u32 {
+    let mut child = common::spawn_child(test_name, role, &[("SEGMENT", address.to_string())]);
+    common::eventually(std::time::Duration::from_secs(20), "the child", || {
+        Segment::open(
+            address,
+            &ipcring::segment::OpenOptions::new().register(false),
+        )
+        .is_ok_and(|s| {
+            s.view::<std::sync::atomic::AtomicU32>(0)
+                .unwrap()
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 1
+        })
+    });
+    let pid = child.pid();
+    child.child().kill().unwrap();
+    child.wait_code(std::time::Duration::from_secs(20));
+    pid
+}
+
+#[test]
+fn ls_counts_live_and_dead_participants_and_rm_stale_keeps_persistent_data() {
+    const NAME: &str = "ls_counts_live_and_dead_participants_and_rm_stale_keeps_persistent_data";
+    if let Some(role) = common::child_role() {
+        return attach_or_own_until_killed(&role);
+    }
+    let persistent = unique_posix("cli-kept");
+    let owned = unique_posix("cli-owned");
+    let _c1 = Cleanup(persistent.clone());
+    let _c2 = Cleanup(owned.clone());
+    let _segment = Segment::create(&persistent, &CreateOptions::new(64)).unwrap();
+    killed_after(NAME, "attach", &persistent);
+    let creator_pid = killed_after(NAME, "own", &owned);
+
+    let listed = stdout_json(&ipcring(&["ls", "--json"]));
+    let item = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"] == persistent.to_string())
+        .unwrap();
+    assert_eq!(item["participants_alive"], 1);
+    assert_eq!(item["participants_dead"], 1);
+    assert_eq!(item["owned"], false);
+    let item = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"] == owned.to_string())
+        .unwrap();
+    assert_eq!(
+        (
+            item["participants_alive"].clone(),
+            item["participants_dead"].clone()
+        ),
+        (0.into(), 1.into())
+    );
+    assert_eq!(item["owned"], true);
+    assert_eq!(item["creator_alive"], false);
+    let table = String::from_utf8(ipcring(&["ls"]).stdout).unwrap();
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(&persistent.to_string()))
+        .unwrap();
+    assert!(row.split_whitespace().any(|cell| cell == "1/1"), "{row}");
+    let stat = String::from_utf8(ipcring(&["stat", &owned.to_string()]).stdout).unwrap();
+    assert!(
+        stat.contains("owned by its creator, which is gone"),
+        "{stat}"
+    );
+
+    let output = ipcring(&["rm", "--stale", &persistent.to_string()]);
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "nothing stale\n");
+    let output = ipcring(&["rm", "--stale", &persistent.to_string(), &owned.to_string()]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("removed {owned}: owned by its creator (pid {creator_pid}), which is gone\n")
+    );
+    assert!(Segment::inspect(&persistent).is_ok());
+    assert!(Segment::inspect(&owned).is_err());
+}

@@ -309,7 +309,7 @@ fn open_err(address: &Address) -> SegmentError {
 fn damaged_headers_give_typed_errors() {
     // (offset, bytes, check)
     type Check = fn(&SegmentError) -> bool;
-    let cases: [(u64, Vec<u8>, Check); 9] = [
+    let cases: [(u64, Vec<u8>, Check); 10] = [
         (0, b"NOTOURS!".to_vec(), |e| {
             matches!(e, SegmentError::Incompatible(Mismatch::Magic { .. }))
         }),
@@ -380,6 +380,16 @@ fn damaged_headers_give_typed_errors() {
                 SegmentError::Corrupted {
                     field: "backing",
                     value: 77
+                }
+            )
+        }),
+        // A flag this layout does not define.
+        (64, 2u32.to_le_bytes().to_vec(), |e| {
+            matches!(
+                e,
+                SegmentError::Corrupted {
+                    field: "flags",
+                    value: 2
                 }
             )
         }),
@@ -585,7 +595,7 @@ fn a_sysv_segment_abandoned_before_its_header_is_removable() {
     let Address::SysV(key) = address else {
         unreachable!()
     };
-    let _cleanup = RemoveSysv(key.get());
+    let _cleanup = common::RemoveSysvKey(key.get());
     let env = [("SYSV_KEY", key.get().to_string())];
     common::spawn_child(NAME, "abandon", &env).wait_success(Duration::from_secs(20));
 
@@ -617,21 +627,6 @@ fn a_sysv_segment_abandoned_before_its_header_is_removable() {
         Segment::remove(&address),
         Err(SegmentError::Incompatible(Mismatch::Magic { found: 0 }))
     ));
-}
-
-/// Removes a SysV key's segment by id, whatever it holds.
-struct RemoveSysv(i32);
-
-impl Drop for RemoveSysv {
-    fn drop(&mut self) {
-        // SAFETY: plain syscalls; IPC_RMID takes no buffer.
-        unsafe {
-            let id = libc::shmget(self.0, 0, 0);
-            if id >= 0 {
-                libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
-            }
-        }
-    }
 }
 
 #[test]
@@ -849,7 +844,7 @@ fn a_sysv_segment_whose_creator_died_is_abandoned_at_once_and_removable() {
         let Address::SysV(key) = address else {
             unreachable!()
         };
-        let _cleanup = RemoveSysv(key.get());
+        let _cleanup = common::RemoveSysvKey(key.get());
         let mut env = vec![("SYSV_KEY", key.get().to_string())];
         if magic_only {
             env.push(("MAGIC_ONLY", String::new()));

@@ -14,7 +14,10 @@
 //! | 52     | 4    | `creator_uid`           | uid                           | creator |
 //! | 56     | 4    | `init_state`            | 0 = not ready, [`INIT_READY`] | creator, last |
 //! | 60     | 4    | `backing`               | 1 POSIX, 2 SysV, 3 memfd      | creator |
-//! | 64     | 64   | reserved                | zero                          | nobody |
+//! | 64     | 4    | `flags`                 | bit 0 [`FLAG_OWNED`]; other bits 0 | creator |
+//! | 68     | 4    | reserved                | zero                          | nobody |
+//! | 72     | 8    | `creator_identity`      | the creator's [`ProcessIdentity`](super::ProcessIdentity) word (pid and start time) | creator |
+//! | 80     | 48   | reserved                | zero                          | nobody |
 //! | 128    | 2048 | participants table      | 128 slots of 16 bytes         | each attached process, its own slot |
 //! | 2176   | 1920 | padding                 | zero                          | nobody |
 //! | 4096   | ...  | user area               | `user_size` bytes             | the layer above |
@@ -47,6 +50,11 @@ pub const MAX_PARTICIPANTS: usize = 128;
 pub const INIT_READY: u32 = u32::from_le_bytes(*b"REDY");
 /// `init_state` of fresh memory.
 pub const INIT_EMPTY: u32 = 0;
+/// `flags` bit: the segment belongs to its creator's handle, and is stale
+/// once the creator is gone.
+pub(crate) const FLAG_OWNED: u32 = 1;
+/// Every `flags` bit this layout defines.
+const KNOWN_FLAGS: u32 = FLAG_OWNED;
 
 /// Which OS object backs a segment, as recorded in the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,13 +109,18 @@ pub(crate) struct Header {
     creator_uid: AtomicU32,
     pub(super) init_state: AtomicU32,
     backing: AtomicU32,
-    _reserved: [AtomicU64; 8],
+    flags: AtomicU32,
+    _reserved_word: AtomicU32,
+    creator_identity: AtomicU64,
+    _reserved: [AtomicU64; 6],
     pub(super) participants: [ParticipantSlot; MAX_PARTICIPANTS],
 }
 
 const _: () = {
     assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
     assert!(std::mem::offset_of!(Header, init_state) == 56);
+    assert!(std::mem::offset_of!(Header, flags) == 64);
+    assert!(std::mem::offset_of!(Header, creator_identity) == 72);
     assert!(std::mem::offset_of!(Header, participants) == 128);
     assert!(std::mem::size_of::<Header>() == 128 + 16 * MAX_PARTICIPANTS);
 };
@@ -120,6 +133,8 @@ pub(crate) struct HeaderFields {
     pub created_realtime_ns: u64,
     pub creator_pid: u32,
     pub creator_uid: u32,
+    pub creator_identity: u64,
+    pub flags: u32,
 }
 
 /// What a validated header says.
@@ -133,6 +148,8 @@ pub(crate) struct Validated {
     pub created_realtime_ns: u64,
     pub creator_pid: u32,
     pub creator_uid: u32,
+    pub creator_identity: u64,
+    pub flags: u32,
 }
 
 /// Where an opener stands while the creator may still be writing.
@@ -162,6 +179,9 @@ impl Header {
         self.creator_uid
             .store(fields.creator_uid, Ordering::Relaxed);
         self.backing.store(fields.backing.code(), Ordering::Relaxed);
+        self.flags.store(fields.flags, Ordering::Relaxed);
+        self.creator_identity
+            .store(fields.creator_identity, Ordering::Relaxed);
         // Release: pairs with the Acquire load of `init_state` in
         // `readiness`, so an opener that sees READY sees every field above.
         self.init_state.store(INIT_READY, Ordering::Release);
@@ -211,6 +231,9 @@ impl Header {
             u64::from(self.creator_uid.load(Ordering::Relaxed)),
             u64::from(self.init_state.load(Ordering::Relaxed)),
             u64::from(self.backing.load(Ordering::Relaxed)),
+            u64::from(self.flags.load(Ordering::Relaxed)),
+            u64::from(self._reserved_word.load(Ordering::Relaxed)),
+            self.creator_identity.load(Ordering::Relaxed),
         ];
         words.iter().all(|&word| word == 0)
             && self
@@ -272,6 +295,13 @@ impl Header {
                 field: "backing",
                 value: u64::from(backing_code),
             })?;
+        let flags = self.flags.load(Ordering::Relaxed);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(SegmentError::Corrupted {
+                field: "flags",
+                value: u64::from(flags),
+            });
+        }
         let kind = self.kind.load(Ordering::Relaxed);
         if let Some(expected) = expected_kind {
             if kind != expected {
@@ -291,6 +321,23 @@ impl Header {
             created_realtime_ns: self.created_realtime_ns.load(Ordering::Relaxed),
             creator_pid: self.creator_pid.load(Ordering::Relaxed),
             creator_uid: self.creator_uid.load(Ordering::Relaxed),
+            creator_identity: self.creator_identity.load(Ordering::Relaxed),
+            flags,
         })
+    }
+
+    /// The `flags` word, unchecked: for a header not (yet) validated.
+    pub fn raw_flags(&self) -> u32 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
+    /// The creator's identity word, unchecked.
+    pub fn raw_creator_identity(&self) -> u64 {
+        self.creator_identity.load(Ordering::Relaxed)
+    }
+
+    /// The creator's pid, unchecked.
+    pub fn raw_creator_pid(&self) -> u32 {
+        self.creator_pid.load(Ordering::Relaxed)
     }
 }

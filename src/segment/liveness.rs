@@ -12,7 +12,8 @@
 //! | keys | owner |
 //! |------|-------|
 //! | `0..MAX_PARTICIPANTS` | the participants table: slot `i` is key `i` |
-//! | `MAX_PARTICIPANTS..MIN_LIVENESS_KEY` | reserved for the segment layer |
+//! | `MAX_PARTICIPANTS` (128) | the creator of an owned segment, while its handle lives |
+//! | `129..MIN_LIVENESS_KEY` | reserved for the segment layer |
 //! | `MIN_LIVENESS_KEY..` | the layer above (channels use `1024 + side * 64 + index`) |
 //!
 //! Only backings with a file have locks: POSIX shared memory and memfds.
@@ -63,6 +64,9 @@ impl LivenessLock {
         self.key
     }
 }
+
+/// Held by the creator's handle of an owned segment.
+pub(crate) const CREATOR_KEY: u32 = super::MAX_PARTICIPANTS as u32;
 
 /// The byte a key locks.
 pub(crate) fn offset(key: u32) -> u64 {

@@ -25,6 +25,7 @@ mod error;
 mod header;
 mod liveness;
 mod participants;
+mod stale;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -38,6 +39,7 @@ pub use error::{Mismatch, SegmentError};
 pub use header::{BackingKind, HEADER_SIZE, LAYOUT_VERSION, MAX_PARTICIPANTS};
 pub use liveness::{LIVENESS_LOCK_BASE, LivenessLock, MIN_LIVENESS_KEY};
 pub use participants::{Participant, ProcessIdentity};
+pub use stale::{Removed, StaleReason, remove_stale, remove_stale_where};
 
 use crate::sync::{Deadline, WaitWord};
 use crate::sys::map::{Access, Mapping};
@@ -55,6 +57,7 @@ pub struct CreateOptions {
     mode: u32,
     kind: u32,
     register: bool,
+    owned: bool,
 }
 
 impl CreateOptions {
@@ -66,6 +69,7 @@ impl CreateOptions {
             mode: 0o600,
             kind: 0,
             register: true,
+            owned: false,
         }
     }
 
@@ -84,6 +88,17 @@ impl CreateOptions {
     /// Whether the creator registers in the participants table.
     pub fn register(mut self, register: bool) -> CreateOptions {
         self.register = register;
+        self
+    }
+
+    /// Whether the segment belongs to the creator's handle rather than
+    /// persisting (the default). An owned segment is recorded as such in
+    /// its header; dropping the creator's handle removes its name, and if
+    /// the creator dies instead, [`remove_stale`] removes it. Whether the
+    /// creator is gone is judged by a liveness lock its handle holds (POSIX,
+    /// memfd), or by its pid and start time (SysV).
+    pub fn owned(mut self, owned: bool) -> CreateOptions {
+        self.owned = owned;
         self
     }
 
@@ -194,6 +209,12 @@ pub struct SegmentInfo {
     pub owner_uid: u32,
     /// Pid of the creating process.
     pub creator_pid: u32,
+    /// Whether it was created owned by its creator
+    /// ([`CreateOptions::owned`]).
+    pub owned: bool,
+    /// For an owned segment, whether its creator's handle is still open
+    /// (POSIX, memfd) or its creator still runs (SysV); `None` if not owned.
+    pub creator_alive: Option<bool>,
     /// Uid of the creating process.
     pub creator_uid: u32,
     /// Creation time, ns since the Unix epoch.
@@ -280,6 +301,17 @@ pub struct Segment {
     access: Access,
     validated: Validated,
     registration: Option<Registration>,
+    creator: Option<CreatorHandle>,
+}
+
+/// What the creator's handle of an owned segment holds.
+#[derive(Debug)]
+struct CreatorHandle {
+    /// Only the creating process removes the name on drop, not a forked
+    /// child holding a copy.
+    pid: u32,
+    /// The creator liveness lock (POSIX, memfd); held, never read.
+    _lock: Option<LivenessLock>,
 }
 
 impl Segment {
@@ -465,19 +497,7 @@ impl Segment {
     /// SysV has no such window.
     pub fn unlink(&self) -> Result<(), SegmentError> {
         match &self.backing {
-            Backing::Posix { name, fd } => {
-                let address = Address::Posix(name.clone());
-                let c_name = posix_c_name(name);
-                let io = |op| move |source| SegmentError::Io { op, source };
-                let ours = shm::fstat(fd).map_err(io("fstat"))?;
-                let named = shm::open(&c_name, false)
-                    .map_err(|e| SegmentError::from_os("shm_open", &address, e))?;
-                let named = shm::fstat(&named).map_err(io("fstat"))?;
-                if (named.dev, named.ino) != (ours.dev, ours.ino) {
-                    return Err(SegmentError::NotFound(address.to_string()));
-                }
-                shm::unlink(&c_name).map_err(|e| SegmentError::from_os("shm_unlink", &address, e))
-            }
+            Backing::Posix { name, fd } => unlink_if_same(name, fd.as_fd()),
             Backing::SysV { key, id } => {
                 let address = Address::SysV(*key);
                 // A removed segment we still map keeps its id, with its key
@@ -620,6 +640,7 @@ impl Segment {
                 .unwrap_or((0, u32::MAX)),
         };
         let v = &self.validated;
+        let owned = v.flags & header::FLAG_OWNED != 0;
         SegmentInfo {
             address: self.address(),
             backing: v.backing,
@@ -630,6 +651,8 @@ impl Segment {
             mode,
             owner_uid,
             creator_pid: v.creator_pid,
+            owned,
+            creator_alive: owned.then(|| self.creator_alive()),
             creator_uid: v.creator_uid,
             created_realtime_ns: v.created_realtime_ns,
             participants: self.participants(),
@@ -638,6 +661,17 @@ impl Segment {
 
     fn header(&self) -> &Header {
         header_of(&self.mapping)
+    }
+
+    /// Whether the creator's handle (POSIX, memfd) or process (SysV) lives.
+    /// Meaningful for owned segments only: others have no creator lock.
+    fn creator_alive(&self) -> bool {
+        match self.file() {
+            // A failed probe counts as alive: never call a live creator gone.
+            Some(main) => liveness::is_held(main, liveness::CREATOR_KEY).unwrap_or(true),
+            None => ProcessIdentity::from_word(self.validated.creator_identity)
+                .is_some_and(ProcessIdentity::is_alive),
+        }
     }
 
     /// The main descriptor of a backing with a file (POSIX, memfd). It
@@ -664,6 +698,22 @@ impl Segment {
         backing_kind: BackingKind,
         options: &CreateOptions,
     ) -> Result<Segment, SegmentError> {
+        let creator = if options.owned {
+            // Taken before the header is published, so no one sees an owned
+            // segment without its creator's lock while the creator lives.
+            let lock = match &backing {
+                Backing::Posix { fd, .. } | Backing::Memfd { fd } => {
+                    Some(liveness::acquire(fd.as_fd(), liveness::CREATOR_KEY)?)
+                }
+                Backing::SysV { .. } => None,
+            };
+            Some(CreatorHandle {
+                pid: sys::process::pid(),
+                _lock: lock,
+            })
+        } else {
+            None
+        };
         let fields = HeaderFields {
             kind: options.kind,
             total_size: mapping.len() as u64,
@@ -671,6 +721,14 @@ impl Segment {
             created_realtime_ns: sys::time::realtime_ns(),
             creator_pid: sys::process::pid(),
             creator_uid: sys::process::uid(),
+            // Needed to judge an owned SysV segment's creator; otherwise
+            // only informative, and not worth failing a create for.
+            creator_identity: if options.owned {
+                participants::own_identity()?
+            } else {
+                participants::own_identity().unwrap_or(0)
+            },
+            flags: if options.owned { header::FLAG_OWNED } else { 0 },
         };
         header_of(&mapping).initialize(&fields);
         let validated =
@@ -681,6 +739,7 @@ impl Segment {
             access: Access::ReadWrite,
             validated,
             registration: None,
+            creator,
         };
         if options.register {
             segment.register()?;
@@ -742,6 +801,7 @@ impl Segment {
             access: options.access,
             validated,
             registration: None,
+            creator: None,
         };
         if options.register && options.access == Access::ReadWrite {
             segment.register()?;
@@ -797,6 +857,13 @@ impl Drop for Segment {
     fn drop(&mut self) {
         // A forked child holds a copy of the parent's registration; only the
         // process that registered may free the slot.
+        // An owned segment goes with its creator's handle. Errors (the name
+        // was removed or reused already) leave nothing to do.
+        if let Some(creator) = self.creator.take() {
+            if creator.pid == sys::process::pid() {
+                let _ = self.unlink();
+            }
+        }
         // The slot is freed before its liveness lock goes (with `reg`), so
         // no one sees a claimed slot without a lock while we live.
         if let Some(reg) = self.registration.take() {
@@ -859,6 +926,23 @@ impl participants::Liveness for FileLiveness<'_> {
     }
 }
 
+/// Unlinks `name` if it still names the file behind `fd`; `NotFound` if it
+/// names nothing or another file. See [`Segment::unlink`] for the window
+/// that remains between the check and the unlink.
+fn unlink_if_same(name: &PosixName, fd: BorrowedFd<'_>) -> Result<(), SegmentError> {
+    let address = Address::Posix(name.clone());
+    let c_name = posix_c_name(name);
+    let io = |op| move |source| SegmentError::Io { op, source };
+    let ours = shm::fstat(fd).map_err(io("fstat"))?;
+    let named =
+        shm::open(&c_name, false).map_err(|e| SegmentError::from_os("shm_open", &address, e))?;
+    let named = shm::fstat(&named).map_err(io("fstat"))?;
+    if (named.dev, named.ino) != (ours.dev, ours.ino) {
+        return Err(SegmentError::NotFound(address.to_string()));
+    }
+    shm::unlink(&c_name).map_err(|e| SegmentError::from_os("shm_unlink", &address, e))
+}
+
 /// How long [`Segment::remove`] waits for the creator of a SysV segment
 /// whose header is still blank to write it.
 pub const REMOVE_WAIT: Duration = Duration::from_secs(1);
@@ -868,6 +952,16 @@ pub const REMOVE_WAIT: Duration = Duration::from_secs(1);
 /// reused pid looks alive: both err on the side of leaving the segment.
 fn sysv_creator_gone(creator_pid: u32) -> bool {
     creator_pid != 0 && !sys::process::pid_exists(creator_pid)
+}
+
+/// Whether SysV segment `id` has a blank header (false if it cannot be
+/// read).
+fn sysv_is_blank(id: i32) -> bool {
+    sysv::stat(id)
+        .ok()
+        .filter(|stat| stat.size >= HEADER_SIZE as u64)
+        .and_then(|_| sysv::attach(id, HEADER_SIZE, Access::ReadOnly).ok())
+        .is_some_and(|mapping| header_of(&mapping).is_blank())
 }
 
 /// What `remove_sysv` found at a key.
@@ -967,6 +1061,7 @@ pub fn list() -> Result<Vec<Listing>, SegmentError> {
         let address = Address::SysV(key);
         let info = Segment::inspect(&address);
         // SysV has no names: a segment is ours only if its header says so.
+        // A blank one whose creator died may be another program's.
         let foreign = matches!(
             info,
             Err(
@@ -975,7 +1070,8 @@ pub fn list() -> Result<Vec<Listing>, SegmentError> {
                     | SegmentError::PermissionDenied(_)
                     | SegmentError::NotFound(_)
             )
-        );
+        ) || (matches!(info, Err(SegmentError::Abandoned { .. }))
+            && sysv_is_blank(entry.id));
         if !foreign {
             listings.push(Listing { address, info });
         }
