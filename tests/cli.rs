@@ -276,3 +276,49 @@ fn ls_counts_live_and_dead_participants_and_rm_stale_keeps_persistent_data() {
     assert!(Segment::inspect(&persistent).is_ok());
     assert!(Segment::inspect(&owned).is_err());
 }
+
+#[test]
+fn demo_removes_its_segment_and_child_on_sigint_and_sigterm() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::Duration;
+
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let demo = Command::new(env!("CARGO_BIN_EXE_ipcring"))
+            .args(["demo", "--round-trips", "10000000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = demo.id();
+        let mut demo = common::ChildGuard(Some(demo));
+        let address: ipcring::segment::Address = format!("demo-{pid}").parse().unwrap();
+        let _cleanup = Cleanup(address.clone());
+        let path = std::path::Path::new("/dev/shm").join(format!("ipcring.demo-{pid}"));
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        let mut child_pid = None;
+        common::eventually(Duration::from_secs(20), "the demo's child", || {
+            child_pid = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<i32>().ok());
+            child_pid.is_some()
+        });
+        assert!(path.exists());
+        // Into the round trips.
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: plain syscall on our own child.
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+        let mut status = None;
+        common::eventually(Duration::from_secs(20), "the demo to exit", || {
+            status = demo.child().try_wait().unwrap();
+            status.is_some()
+        });
+        demo.0 = None;
+        // It ends as the signal would have ended it, after cleaning up.
+        assert_eq!(status.unwrap().signal(), Some(signal));
+        assert!(!path.exists(), "signal {signal} left {}", path.display());
+        let child_pid = child_pid.unwrap();
+        // SAFETY: signal 0 only checks whether the process exists.
+        let child_alive = unsafe { libc::kill(child_pid, 0) } == 0;
+        assert!(!child_alive, "the demo's child {child_pid} outlived it");
+    }
+}

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod inspect;
+mod interrupt;
 
 use std::process::ExitCode;
 
@@ -81,6 +82,14 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::BenchChild(args) => bench::child(&args),
     };
+    if let Some(signal) = interrupt::received() {
+        // Whatever the command created is gone now: end as the signal would.
+        if let Err(message) = &result {
+            eprintln!("ipcring: {message}");
+        }
+        interrupt::end_as_signalled(signal);
+        return ExitCode::FAILURE;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
