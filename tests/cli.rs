@@ -264,6 +264,8 @@ fn ls_counts_live_and_dead_participants_and_rm_stale_keeps_persistent_data() {
         stat.contains("owned by its creator, which is gone"),
         "{stat}"
     );
+    let stat = String::from_utf8(ipcring(&["stat", &persistent.to_string()]).stdout).unwrap();
+    assert!(stat.contains("lifetime:       persistent"), "{stat}");
 
     let output = ipcring(&["rm", "--stale", &persistent.to_string()]);
     assert_eq!(String::from_utf8(output.stdout).unwrap(), "nothing stale\n");

@@ -536,7 +536,11 @@ fn a_foreign_sysv_segment_is_never_removed() {
     let _rmid = Rmid(id);
     let address = Address::SysV(key);
     // Its creator (this process) lives: it could be one of ours still being
-    // initialised, so remove waits for a header, then gives up.
+    // initialised, so open and remove wait for a header, then give up.
+    assert!(matches!(
+        Segment::open(&address, &quick_open()),
+        Err(SegmentError::NotReady { .. })
+    ));
     let started = Instant::now();
     assert!(matches!(
         Segment::remove(&address),
@@ -812,6 +816,30 @@ fn half_initialised_posix_objects_are_abandoned_at_once_and_removable() {
         assert!(took < Duration::from_secs(1), "took {took:?}");
         Segment::remove(&address).unwrap();
     }
+}
+
+#[test]
+fn an_unready_memfd_is_abandoned_at_once() {
+    // SAFETY: a NUL-terminated name; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c"t-unready".as_ptr(), libc::MFD_ALLOW_SEALING) };
+    assert!(fd >= 0);
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let file = std::fs::File::from(fd);
+    file.set_len((HEADER_SIZE + 64) as u64).unwrap();
+    // SAFETY: plain fcntl on a descriptor we own.
+    let sealed = unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK,
+        )
+    };
+    assert_eq!(sealed, 0);
+    let started = Instant::now();
+    let opened = Segment::from_fd(OwnedFd::from(file), &OpenOptions::new().timeout(PATIENT));
+    assert!(matches!(opened, Err(SegmentError::Abandoned { .. })));
+    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 /// Creates a SysV segment the raw way and exits having written `MAGIC_ONLY`
