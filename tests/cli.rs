@@ -144,3 +144,183 @@ fn demo_runs_two_processes_and_cleans_up() {
         "demo left {name}"
     );
 }
+
+#[test]
+fn rm_removes_a_sysv_segment_abandoned_before_its_header() {
+    if common::child_role().is_some() {
+        // A creator killed between shmget and its first write leaves this.
+        let key: i32 = std::env::var("SYSV_KEY").unwrap().parse().unwrap();
+        // SAFETY: plain syscall with integer arguments.
+        let id = unsafe { libc::shmget(key, 8192, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+        assert!(id >= 0);
+        return;
+    }
+    let address = unique_sysv();
+    let _cleanup = Cleanup(address.clone());
+    let ipcring::segment::Address::SysV(key) = &address else {
+        unreachable!()
+    };
+    common::spawn_child(
+        "rm_removes_a_sysv_segment_abandoned_before_its_header",
+        "abandon",
+        &[("SYSV_KEY", key.get().to_string())],
+    )
+    .wait_success(std::time::Duration::from_secs(20));
+    let output = ipcring(&["rm", &address.to_string()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // SAFETY: plain syscall with integer arguments.
+    assert_eq!(unsafe { libc::shmget(key.get(), 0, 0) }, -1, "still there");
+}
+
+/// Child roles for the stale tests: `attach` opens SEGMENT, `own` creates
+/// it owned; both say so in the user area and wait to be killed.
+fn attach_or_own_until_killed(role: &str) {
+    let address: ipcring::segment::Address = std::env::var("SEGMENT").unwrap().parse().unwrap();
+    let segment = if role == "own" {
+        Segment::create(&address, &CreateOptions::new(64).owned(true)).unwrap()
+    } else {
+        Segment::open(&address, &ipcring::segment::OpenOptions::new()).unwrap()
+    };
+    // Release: pairs with the Acquire load in `killed_after`.
+    segment
+        .view::<std::sync::atomic::AtomicU32>(0)
+        .unwrap()
+        .store(1, std::sync::atomic::Ordering::Release);
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+/// Runs a child in `role` on `address`, waits for its signal, kills it.
+fn killed_after(test_name: &str, role: &str, address: &ipcring::segment::Address) -> u32 {
+    let mut child = common::spawn_child(test_name, role, &[("SEGMENT", address.to_string())]);
+    common::eventually(std::time::Duration::from_secs(20), "the child", || {
+        Segment::open(
+            address,
+            &ipcring::segment::OpenOptions::new().register(false),
+        )
+        .is_ok_and(|s| {
+            s.view::<std::sync::atomic::AtomicU32>(0)
+                .unwrap()
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 1
+        })
+    });
+    let pid = child.pid();
+    child.child().kill().unwrap();
+    child.wait_code(std::time::Duration::from_secs(20));
+    pid
+}
+
+#[test]
+fn ls_counts_live_and_dead_participants_and_rm_stale_keeps_persistent_data() {
+    const NAME: &str = "ls_counts_live_and_dead_participants_and_rm_stale_keeps_persistent_data";
+    if let Some(role) = common::child_role() {
+        return attach_or_own_until_killed(&role);
+    }
+    let persistent = unique_posix("cli-kept");
+    let owned = unique_posix("cli-owned");
+    let _c1 = Cleanup(persistent.clone());
+    let _c2 = Cleanup(owned.clone());
+    let _segment = Segment::create(&persistent, &CreateOptions::new(64)).unwrap();
+    killed_after(NAME, "attach", &persistent);
+    let creator_pid = killed_after(NAME, "own", &owned);
+
+    let listed = stdout_json(&ipcring(&["ls", "--json"]));
+    let item = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"] == persistent.to_string())
+        .unwrap();
+    assert_eq!(item["participants_alive"], 1);
+    assert_eq!(item["participants_dead"], 1);
+    assert_eq!(item["owned"], false);
+    let item = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"] == owned.to_string())
+        .unwrap();
+    assert_eq!(
+        (
+            item["participants_alive"].clone(),
+            item["participants_dead"].clone()
+        ),
+        (0.into(), 1.into())
+    );
+    assert_eq!(item["owned"], true);
+    assert_eq!(item["creator_alive"], false);
+    let table = String::from_utf8(ipcring(&["ls"]).stdout).unwrap();
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(&persistent.to_string()))
+        .unwrap();
+    assert!(row.split_whitespace().any(|cell| cell == "1/1"), "{row}");
+    let stat = String::from_utf8(ipcring(&["stat", &owned.to_string()]).stdout).unwrap();
+    assert!(
+        stat.contains("owned by its creator, which is gone"),
+        "{stat}"
+    );
+    let stat = String::from_utf8(ipcring(&["stat", &persistent.to_string()]).stdout).unwrap();
+    assert!(stat.contains("lifetime:       persistent"), "{stat}");
+
+    let output = ipcring(&["rm", "--stale", &persistent.to_string()]);
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "nothing stale\n");
+    let output = ipcring(&["rm", "--stale", &persistent.to_string(), &owned.to_string()]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("removed {owned}: owned by its creator (pid {creator_pid}), which is gone\n")
+    );
+    assert!(Segment::inspect(&persistent).is_ok());
+    assert!(Segment::inspect(&owned).is_err());
+}
+
+#[test]
+fn demo_removes_its_segment_and_child_on_sigint_and_sigterm() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::Duration;
+
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let demo = Command::new(env!("CARGO_BIN_EXE_ipcring"))
+            .args(["demo", "--round-trips", "10000000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = demo.id();
+        let mut demo = common::ChildGuard(Some(demo));
+        let address: ipcring::segment::Address = format!("demo-{pid}").parse().unwrap();
+        let _cleanup = Cleanup(address.clone());
+        let path = std::path::Path::new("/dev/shm").join(format!("ipcring.demo-{pid}"));
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        let mut child_pid = None;
+        common::eventually(Duration::from_secs(20), "the demo's child", || {
+            child_pid = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<i32>().ok());
+            child_pid.is_some()
+        });
+        assert!(path.exists());
+        // Into the round trips.
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: plain syscall on our own child.
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+        let mut status = None;
+        common::eventually(Duration::from_secs(20), "the demo to exit", || {
+            status = demo.child().try_wait().unwrap();
+            status.is_some()
+        });
+        demo.0 = None;
+        // It ends as the signal would have ended it, after cleaning up.
+        assert_eq!(status.unwrap().signal(), Some(signal));
+        assert!(!path.exists(), "signal {signal} left {}", path.display());
+        let child_pid = child_pid.unwrap();
+        // SAFETY: signal 0 only checks whether the process exists.
+        let child_alive = unsafe { libc::kill(child_pid, 0) } == 0;
+        assert!(!child_alive, "the demo's child {child_pid} outlived it");
+    }
+}

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{Cleanup, RemoveFile, unique_posix, unique_sysv};
 use ipcring::segment::{
-    Address, BackingKind, CreateOptions, HEADER_SIZE, MAX_PARTICIPANTS, Mismatch, OpenOptions,
-    Segment, SegmentError,
+    Address, BackingKind, CreateOptions, HEADER_SIZE, LAYOUT_VERSION, MAX_PARTICIPANTS, Mismatch,
+    OpenOptions, Segment, SegmentError,
 };
 
 fn shm_path(address: &Address) -> PathBuf {
@@ -309,16 +309,16 @@ fn open_err(address: &Address) -> SegmentError {
 fn damaged_headers_give_typed_errors() {
     // (offset, bytes, check)
     type Check = fn(&SegmentError) -> bool;
-    let cases: [(u64, Vec<u8>, Check); 9] = [
+    let cases: [(u64, Vec<u8>, Check); 10] = [
         (0, b"NOTOURS!".to_vec(), |e| {
             matches!(e, SegmentError::Incompatible(Mismatch::Magic { .. }))
         }),
-        (8, 2u32.to_le_bytes().to_vec(), |e| {
+        (8, 99u32.to_le_bytes().to_vec(), |e| {
             matches!(
                 e,
                 SegmentError::Incompatible(Mismatch::Version {
-                    found: 2,
-                    expected: 1
+                    found: 99,
+                    expected: LAYOUT_VERSION
                 })
             )
         }),
@@ -383,6 +383,16 @@ fn damaged_headers_give_typed_errors() {
                 }
             )
         }),
+        // A flag this layout does not define.
+        (64, 2u32.to_le_bytes().to_vec(), |e| {
+            matches!(
+                e,
+                SegmentError::Corrupted {
+                    field: "flags",
+                    value: 2
+                }
+            )
+        }),
     ];
     for (offset, bytes, check) in cases {
         let address = unique_posix("damaged");
@@ -420,17 +430,14 @@ fn short_empty_and_unfinished_objects_never_fault() {
         SegmentError::Incompatible(Mismatch::TooSmall { size: 100, .. })
     ));
 
-    // Zero length: a creator that has not sized it yet. We wait, then give up.
+    // Zero length, or sized but never initialised: our creators name a
+    // segment only once it is complete, so these will never be ready.
     let address = unique_posix("empty");
     let _file = hand_made(&address, &[]);
-    let started = Instant::now();
-    assert!(matches!(open_err(&address), SegmentError::NotReady { .. }));
-    assert!(started.elapsed() >= Duration::from_millis(50));
-
-    // Sized but never initialised: a creator that died half-way.
+    assert!(matches!(open_err(&address), SegmentError::Abandoned { .. }));
     let address = unique_posix("unfinished");
     let _file = hand_made(&address, &vec![0; HEADER_SIZE + 64]);
-    assert!(matches!(open_err(&address), SegmentError::NotReady { .. }));
+    assert!(matches!(open_err(&address), SegmentError::Abandoned { .. }));
 
     // A segment truncated after creation: the header's size no longer
     // matches, and we refuse it instead of mapping past the end.
@@ -528,9 +535,32 @@ fn a_foreign_sysv_segment_is_never_removed() {
     }
     let _rmid = Rmid(id);
     let address = Address::SysV(key);
+    // Its creator (this process) lives: it could be one of ours still being
+    // initialised, so open and remove wait for a header, then give up.
+    assert!(matches!(
+        Segment::open(&address, &quick_open()),
+        Err(SegmentError::NotReady { .. })
+    ));
+    let started = Instant::now();
     assert!(matches!(
         Segment::remove(&address),
-        Err(SegmentError::Incompatible(Mismatch::Magic { .. }))
+        Err(SegmentError::NotReady { .. })
+    ));
+    assert!(started.elapsed() >= ipcring::segment::REMOVE_WAIT);
+    // With a foreign magic it is refused at once.
+    // SAFETY: a null address lets the kernel choose; the segment is 8192
+    // bytes, so the first 8 are ours to write; we detach right after.
+    unsafe {
+        let addr = libc::shmat(id, std::ptr::null(), 0);
+        assert_ne!(addr as isize, -1);
+        addr.cast::<u64>().write(0x1234_5678);
+        libc::shmdt(addr);
+    }
+    assert!(matches!(
+        Segment::remove(&address),
+        Err(SegmentError::Incompatible(Mismatch::Magic {
+            found: 0x1234_5678
+        }))
     ));
     // Still there.
     // SAFETY: as above.
@@ -538,4 +568,375 @@ fn a_foreign_sysv_segment_is_never_removed() {
     // Not listed as ours either.
     let listed = ipcring::segment::list().unwrap();
     assert!(listed.iter().all(|l| l.address != address));
+}
+
+/// Creates a SysV segment the raw way and exits without writing a header,
+/// as a creator killed between `shmget` and its first write leaves it;
+/// `SCRIBBLE` writes one byte past the magic first.
+fn create_blank_sysv_and_exit() {
+    let key: i32 = std::env::var("SYSV_KEY").unwrap().parse().unwrap();
+    // SAFETY: plain syscall with integer arguments.
+    let id = unsafe { libc::shmget(key, 8192, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    assert!(id >= 0);
+    if std::env::var("SCRIBBLE").is_ok() {
+        // SAFETY: the segment is 8192 bytes; byte 200 lies within it.
+        unsafe {
+            let addr = libc::shmat(id, std::ptr::null(), 0);
+            assert_ne!(addr as isize, -1);
+            addr.cast::<u8>().add(200).write(1);
+            libc::shmdt(addr);
+        }
+    }
+}
+
+#[test]
+fn a_sysv_segment_abandoned_before_its_header_is_removable() {
+    const NAME: &str = "a_sysv_segment_abandoned_before_its_header_is_removable";
+    if common::child_role().is_some() {
+        return create_blank_sysv_and_exit();
+    }
+    let address = unique_sysv();
+    let Address::SysV(key) = address else {
+        unreachable!()
+    };
+    let _cleanup = common::RemoveSysvKey(key.get());
+    let env = [("SYSV_KEY", key.get().to_string())];
+    common::spawn_child(NAME, "abandon", &env).wait_success(Duration::from_secs(20));
+
+    // Another process still attached: perhaps a program using the zeros.
+    // SAFETY: plain syscalls; the address is detached below.
+    let id = unsafe { libc::shmget(key.get(), 0, 0) };
+    // SAFETY: as above.
+    let attached = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY) };
+    assert_ne!(attached as isize, -1);
+    assert!(matches!(
+        Segment::remove(&address),
+        Err(SegmentError::NotReady { .. })
+    ));
+    // SAFETY: attached above, detached once.
+    unsafe { libc::shmdt(attached) };
+
+    // Blank, creator dead, no one attached: removed, and the key is free.
+    Segment::remove(&address).unwrap();
+    drop(Segment::create(&address, &CreateOptions::new(64)).unwrap());
+    Segment::remove(&address).unwrap();
+
+    // Not blank: not provably ours, so left alone.
+    let env = [
+        ("SYSV_KEY", key.get().to_string()),
+        ("SCRIBBLE", String::new()),
+    ];
+    common::spawn_child(NAME, "abandon", &env).wait_success(Duration::from_secs(20));
+    assert!(matches!(
+        Segment::remove(&address),
+        Err(SegmentError::Incompatible(Mismatch::Magic { found: 0 }))
+    ));
+}
+
+#[test]
+fn a_stale_handle_never_unlinks_a_newer_segment() {
+    for address in [unique_posix("stale"), unique_sysv()] {
+        let _cleanup = Cleanup(address.clone());
+        let old = Segment::create(&address, &CreateOptions::new(64).kind(1)).unwrap();
+        Segment::remove(&address).unwrap();
+        assert!(matches!(old.unlink(), Err(SegmentError::NotFound(_))));
+        let new = Segment::create(&address, &CreateOptions::new(64).kind(2)).unwrap();
+        assert!(
+            matches!(old.unlink(), Err(SegmentError::NotFound(_))),
+            "{address}"
+        );
+        assert_eq!(Segment::inspect(&address).unwrap().kind, 2);
+        // The current handle removes its own name.
+        new.unlink().unwrap();
+        assert!(matches!(new.unlink(), Err(SegmentError::NotFound(_))));
+        assert!(matches!(
+            Segment::inspect(&address),
+            Err(SegmentError::NotFound(_))
+        ));
+    }
+}
+
+/// One racing process: random operations on one name, each of which may
+/// fail only with the errors its documentation lists.
+fn race(address: &Address, seed: u64) {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let create = CreateOptions::new(256);
+    let open = OpenOptions::new().timeout(Duration::from_millis(50));
+    let mut held = Vec::new();
+    for round in 0..RACE_ROUNDS {
+        let outcome = match next() % 6 {
+            0 => Segment::create(address, &create).map(|s| held.push(s)),
+            1 => Segment::open(address, &open).map(|s| held.push(s)),
+            2 => Segment::open_or_create(address, &create, &open).map(|(s, _)| held.push(s)),
+            3 => Segment::remove(address),
+            4 => held
+                .pop()
+                .map_or(Ok(()), |segment: Segment| segment.unlink()),
+            _ => {
+                held.clear();
+                Ok(())
+            }
+        };
+        match outcome {
+            Ok(())
+            | Err(
+                SegmentError::AlreadyExists(_)
+                | SegmentError::NotFound(_)
+                | SegmentError::NotReady { .. },
+            ) => {}
+            Err(e) => panic!("round {round} at {address}: undocumented error {e:?}"),
+        }
+        if held.len() > 3 {
+            held.remove(0);
+        }
+    }
+}
+
+const RACE_ROUNDS: usize = 500;
+
+#[test]
+fn racing_processes_see_only_documented_errors() {
+    const NAME: &str = "racing_processes_see_only_documented_errors";
+    if common::child_role().is_some() {
+        let address: Address = std::env::var("SEGMENT").unwrap().parse().unwrap();
+        let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
+        return race(&address, seed);
+    }
+    for address in [unique_posix("race"), unique_sysv()] {
+        let _cleanup = Cleanup(address.clone());
+        let racers: Vec<_> = (1..=3u64)
+            .map(|i| {
+                common::spawn_child(
+                    NAME,
+                    "racer",
+                    &[
+                        ("SEGMENT", address.to_string()),
+                        ("SEED", (i * 0x9e37_79b9).to_string()),
+                    ],
+                )
+            })
+            .collect();
+        for racer in racers {
+            racer.wait_success(Duration::from_secs(120));
+        }
+    }
+}
+
+/// The uid and gid a child drops to when a test needs another user.
+const NOBODY: u32 = 65534;
+
+#[test]
+fn a_segment_of_another_owner_is_refused_unless_allowed() {
+    const NAME: &str = "a_segment_of_another_owner_is_refused_unless_allowed";
+    if common::child_role().is_some() {
+        // Group first: once the uid is dropped, setgid is no longer allowed.
+        // SAFETY: plain syscalls with integer arguments.
+        assert_eq!(unsafe { libc::setgid(NOBODY) }, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setuid(NOBODY) }, 0);
+        for var in ["POSIX", "SYSV"] {
+            let address: Address = std::env::var(var).unwrap().parse().unwrap();
+            drop(Segment::create(&address, &CreateOptions::new(64).mode(0o666)).unwrap());
+        }
+        return;
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: creating a segment as another user needs root");
+        return;
+    }
+    let posix = unique_posix("foreign");
+    let sysv = unique_sysv();
+    let _cleanup = (Cleanup(posix.clone()), Cleanup(sysv.clone()));
+    common::spawn_child(
+        NAME,
+        "create-as-nobody",
+        &[("POSIX", posix.to_string()), ("SYSV", sysv.to_string())],
+    )
+    .wait_success(Duration::from_secs(20));
+
+    for address in [&posix, &sysv] {
+        // The mode (0666) would let us in; the owner does not.
+        match Segment::open(address, &quick_open()) {
+            Err(SegmentError::ForeignOwner {
+                owner_uid: NOBODY,
+                our_uid: 0,
+                ..
+            }) => {}
+            other => panic!("{address}: expected ForeignOwner, got {other:?}"),
+        }
+        let opened = Segment::open(address, &quick_open().allow_foreign_owner(true)).unwrap();
+        assert_eq!(opened.info().owner_uid, NOBODY);
+        assert_eq!(opened.info().creator_uid, NOBODY);
+        // Inspection reads any owner's segment.
+        assert_eq!(Segment::inspect(address).unwrap().owner_uid, NOBODY);
+        // A name squatted by another user is not silently joined.
+        assert!(matches!(
+            Segment::open_or_create(address, &CreateOptions::new(64), &quick_open()),
+            Err(SegmentError::ForeignOwner { .. })
+        ));
+    }
+}
+
+/// A long open timeout, to show that an abandoned segment is reported
+/// without waiting for it.
+const PATIENT: Duration = Duration::from_secs(10);
+
+/// Opens with a long timeout; returns the error and how long it took.
+fn patient_open_err(address: &Address) -> (SegmentError, Duration) {
+    let started = Instant::now();
+    match Segment::open(address, &OpenOptions::new().timeout(PATIENT)) {
+        Ok(_) => panic!("{address}: a half-initialised segment opened"),
+        Err(e) => (e, started.elapsed()),
+    }
+}
+
+#[test]
+fn half_initialised_posix_objects_are_abandoned_at_once_and_removable() {
+    let magic_only = {
+        let mut bytes = vec![0; HEADER_SIZE + 64];
+        bytes[..8].copy_from_slice(b"IPCRING\0");
+        bytes
+    };
+    for bytes in [Vec::new(), vec![0; HEADER_SIZE + 64], magic_only] {
+        let address = unique_posix("half");
+        let _file = hand_made(&address, &bytes);
+        let (error, took) = patient_open_err(&address);
+        assert!(
+            matches!(error, SegmentError::Abandoned { .. }),
+            "{} bytes: {error:?}",
+            bytes.len()
+        );
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+        Segment::remove(&address).unwrap();
+    }
+}
+
+#[test]
+fn an_unready_memfd_is_abandoned_at_once() {
+    // SAFETY: a NUL-terminated name; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c"t-unready".as_ptr(), libc::MFD_ALLOW_SEALING) };
+    assert!(fd >= 0);
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let file = std::fs::File::from(fd);
+    file.set_len((HEADER_SIZE + 64) as u64).unwrap();
+    // SAFETY: plain fcntl on a descriptor we own.
+    let sealed = unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK,
+        )
+    };
+    assert_eq!(sealed, 0);
+    let started = Instant::now();
+    let opened = Segment::from_fd(OwnedFd::from(file), &OpenOptions::new().timeout(PATIENT));
+    assert!(matches!(opened, Err(SegmentError::Abandoned { .. })));
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// Creates a SysV segment the raw way and exits having written `MAGIC_ONLY`
+/// bytes or none: a creator that died before marking it ready.
+fn create_half_sysv_and_exit() {
+    let key: i32 = std::env::var("SYSV_KEY").unwrap().parse().unwrap();
+    // SAFETY: plain syscall with integer arguments.
+    let id = unsafe { libc::shmget(key, 8192, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    assert!(id >= 0);
+    if std::env::var("MAGIC_ONLY").is_ok() {
+        // SAFETY: the segment is 8192 bytes; its first 8 are written, then
+        // it is detached.
+        unsafe {
+            let addr = libc::shmat(id, std::ptr::null(), 0);
+            assert_ne!(addr as isize, -1);
+            addr.cast::<[u8; 8]>().write(*b"IPCRING\0");
+            libc::shmdt(addr);
+        }
+    }
+}
+
+#[test]
+fn a_sysv_segment_whose_creator_died_is_abandoned_at_once_and_removable() {
+    const NAME: &str = "a_sysv_segment_whose_creator_died_is_abandoned_at_once_and_removable";
+    if common::child_role().is_some() {
+        return create_half_sysv_and_exit();
+    }
+    for magic_only in [false, true] {
+        let address = unique_sysv();
+        let Address::SysV(key) = address else {
+            unreachable!()
+        };
+        let _cleanup = common::RemoveSysvKey(key.get());
+        let mut env = vec![("SYSV_KEY", key.get().to_string())];
+        if magic_only {
+            env.push(("MAGIC_ONLY", String::new()));
+        }
+        common::spawn_child(NAME, "half-create", &env).wait_success(Duration::from_secs(20));
+        let (error, took) = patient_open_err(&address);
+        assert!(matches!(error, SegmentError::Abandoned { .. }), "{error:?}");
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+        Segment::remove(&address).unwrap();
+        drop(Segment::create(&address, &CreateOptions::new(64)).unwrap());
+        Segment::remove(&address).unwrap();
+    }
+}
+
+/// Creates and removes segments at two addresses until killed.
+fn create_and_remove_until_killed(posix: &Address, sysv: &Address) {
+    let create = CreateOptions::new(1 << 20);
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        for address in [posix, sysv] {
+            drop(Segment::create(address, &create).unwrap());
+            Segment::remove(address).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_creator_killed_at_any_moment_leaves_nothing_half_usable() {
+    const NAME: &str = "a_creator_killed_at_any_moment_leaves_nothing_half_usable";
+    let posix_var = |key| std::env::var(key).unwrap().parse::<Address>().unwrap();
+    if common::child_role().is_some() {
+        return create_and_remove_until_killed(&posix_var("POSIX"), &posix_var("SYSV"));
+    }
+    let posix = unique_posix("killed");
+    let sysv = unique_sysv();
+    let _cleanup = (Cleanup(posix.clone()), Cleanup(sysv.clone()));
+    let env = [("POSIX", posix.to_string()), ("SYSV", sysv.to_string())];
+    let mut abandoned_sysv = 0;
+    for round in 0..12u64 {
+        let mut child = common::spawn_child(NAME, "creator", &env);
+        std::thread::sleep(Duration::from_millis(20 + (round * 7) % 30));
+        child.child().kill().unwrap();
+        child.wait_code(Duration::from_secs(20));
+        // POSIX: named only once complete, so the name is absent or ready.
+        match Segment::open(&posix, &OpenOptions::new().timeout(PATIENT)) {
+            Ok(_) | Err(SegmentError::NotFound(_)) => {}
+            Err(e) => panic!("round {round}: POSIX left {e:?}"),
+        }
+        // SysV: absent, ready, or abandoned (reported at once, removable).
+        let started = Instant::now();
+        match Segment::open(&sysv, &OpenOptions::new().timeout(PATIENT)) {
+            Ok(_) | Err(SegmentError::NotFound(_)) => {}
+            Err(SegmentError::Abandoned { .. }) => {
+                assert!(started.elapsed() < Duration::from_secs(1));
+                abandoned_sysv += 1;
+            }
+            Err(e) => panic!("round {round}: SysV left {e:?}"),
+        }
+        for address in [&posix, &sysv] {
+            match Segment::remove(address) {
+                Ok(()) | Err(SegmentError::NotFound(_)) => {}
+                Err(e) => panic!("round {round}: removing {address}: {e:?}"),
+            }
+        }
+    }
+    eprintln!("{abandoned_sysv} of 12 kills left a SysV segment half-initialised");
 }

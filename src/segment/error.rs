@@ -30,6 +30,18 @@ pub enum SegmentError {
     /// The OS refused access (mode or owner).
     #[error("permission denied for segment {0}")]
     PermissionDenied(String),
+    /// The segment belongs to another user. Whoever owns it controls its
+    /// bytes and its size, so it is refused unless the opener trusts that
+    /// owner (`OpenOptions::allow_foreign_owner`).
+    #[error("segment {segment} is owned by uid {owner_uid}, not by this process's uid {our_uid}")]
+    ForeignOwner {
+        /// The segment's name or key.
+        segment: String,
+        /// Its owner, as the OS reports it.
+        owner_uid: u32,
+        /// Our effective uid.
+        our_uid: u32,
+    },
     /// The object is not an ipcring segment of a layout we can use.
     #[error("incompatible segment: {0}")]
     Incompatible(Mismatch),
@@ -41,20 +53,36 @@ pub enum SegmentError {
         /// What it holds.
         value: u64,
     },
-    /// The creator has not finished initialising the segment (it may have
-    /// died while doing so); we waited this long.
-    #[error(
-        "segment not ready after waiting {waited:?} (its creator may have died while creating it)"
-    )]
+    /// A SysV segment's header was still unwritten when we gave up
+    /// waiting: its creator still runs (or, for `remove` of a blank segment
+    /// whose creator died, other processes are still attached to it).
+    #[error("segment not ready after waiting {waited:?}: its header is not written yet")]
     NotReady {
         /// How long we waited.
         waited: Duration,
+    },
+    /// The segment will never be ready: its creator died before marking
+    /// it so (SysV: `shm_cpid` no longer runs), or, for a POSIX name or a
+    /// memfd, which this library makes visible only once complete, whoever
+    /// made it never finished. Remove it.
+    #[error("segment {segment} was abandoned before its creator finished initialising it")]
+    Abandoned {
+        /// The segment's name or key (`memfd` for an anonymous one).
+        segment: String,
     },
     /// Every participant slot is taken by a live process.
     #[error("the participants table is full ({capacity} live processes attached)")]
     TooManyParticipants {
         /// The table's size.
         capacity: usize,
+    },
+    /// Another process holds this liveness key exclusively: one that is
+    /// freeing the slot of a dead participant (for a moment), or one that
+    /// does not follow the protocol.
+    #[error("liveness key {key} is held exclusively by another process")]
+    LivenessKeyBusy {
+        /// The key.
+        key: u32,
     },
     /// The operation needs to write, and the segment was opened read-only.
     #[error("the segment was opened read-only")]

@@ -2,8 +2,8 @@
 //!
 //! | offset | size | field                   | unit / range                  | written by |
 //! |--------|------|-------------------------|-------------------------------|------------|
-//! | 0      | 8    | `magic`                 | `b"IPCRING\0"` little-endian  | creator, last but one |
-//! | 8      | 4    | `layout_version`        | [`LAYOUT_VERSION`]            | creator |
+//! | 0      | 8    | `magic`                 | `b"IPCRING\0"` little-endian  | creator, first |
+//! | 8      | 4    | `layout_version`        | [`LAYOUT_VERSION`] (2)        | creator |
 //! | 12     | 4    | `kind`                  | content kind, chosen by the creator's layer | creator |
 //! | 16     | 8    | `total_size`            | bytes of the whole object     | creator |
 //! | 24     | 8    | `user_size`             | bytes after the header        | creator |
@@ -14,15 +14,21 @@
 //! | 52     | 4    | `creator_uid`           | uid                           | creator |
 //! | 56     | 4    | `init_state`            | 0 = not ready, [`INIT_READY`] | creator, last |
 //! | 60     | 4    | `backing`               | 1 POSIX, 2 SysV, 3 memfd      | creator |
-//! | 64     | 64   | reserved                | zero                          | nobody |
+//! | 64     | 4    | `flags`                 | bit 0 [`FLAG_OWNED`]; other bits 0 | creator |
+//! | 68     | 4    | reserved                | zero                          | nobody |
+//! | 72     | 8    | `creator_identity`      | the creator's [`ProcessIdentity`](super::ProcessIdentity) word (pid and start time) | creator |
+//! | 80     | 48   | reserved                | zero                          | nobody |
 //! | 128    | 2048 | participants table      | 128 slots of 16 bytes         | each attached process, its own slot |
 //! | 2176   | 1920 | padding                 | zero                          | nobody |
 //! | 4096   | ...  | user area               | `user_size` bytes             | the layer above |
 //!
 //! Every field is an atomic: the segment is shared with processes we do not
 //! trust, so no plain reference to its bytes may exist. The creator writes
-//! all fields, then `magic`, then stores `init_state = INIT_READY` with
-//! Release; an opener loads `init_state` with Acquire before reading the rest.
+//! `magic` first, then all fields, then stores `init_state = INIT_READY`
+//! with Release; an opener loads `init_state` with Acquire before reading
+//! the rest. Magic first: a header with our magic and no READY is ours,
+//! left half-written by a creator that is still at it or died, and a header
+//! without our magic holds nothing our creator wrote.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
@@ -31,8 +37,11 @@ use super::participants::ParticipantSlot;
 
 /// `b"IPCRING\0"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRING\0");
-/// The layout this library writes and reads.
-pub const LAYOUT_VERSION: u32 = 1;
+/// The layout this library writes and reads. Version 2: in segments with
+/// a file, a participant slot is claimed only by a process holding that
+/// slot's liveness lock, and a claimed slot whose lock nobody holds is
+/// dead. A version-1 library would look dead to us, and we to it.
+pub const LAYOUT_VERSION: u32 = 2;
 /// Bytes before the user area: one page, so the user area is page-aligned.
 pub const HEADER_SIZE: usize = 4096;
 /// Slots in the participants table.
@@ -41,6 +50,11 @@ pub const MAX_PARTICIPANTS: usize = 128;
 pub const INIT_READY: u32 = u32::from_le_bytes(*b"REDY");
 /// `init_state` of fresh memory.
 pub const INIT_EMPTY: u32 = 0;
+/// `flags` bit: the segment belongs to its creator's handle, and is stale
+/// once the creator is gone.
+pub(crate) const FLAG_OWNED: u32 = 1;
+/// Every `flags` bit this layout defines.
+const KNOWN_FLAGS: u32 = FLAG_OWNED;
 
 /// Which OS object backs a segment, as recorded in the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,13 +109,18 @@ pub(crate) struct Header {
     creator_uid: AtomicU32,
     pub(super) init_state: AtomicU32,
     backing: AtomicU32,
-    _reserved: [AtomicU64; 8],
+    flags: AtomicU32,
+    _reserved_word: AtomicU32,
+    creator_identity: AtomicU64,
+    _reserved: [AtomicU64; 6],
     pub(super) participants: [ParticipantSlot; MAX_PARTICIPANTS],
 }
 
 const _: () = {
     assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
     assert!(std::mem::offset_of!(Header, init_state) == 56);
+    assert!(std::mem::offset_of!(Header, flags) == 64);
+    assert!(std::mem::offset_of!(Header, creator_identity) == 72);
     assert!(std::mem::offset_of!(Header, participants) == 128);
     assert!(std::mem::size_of::<Header>() == 128 + 16 * MAX_PARTICIPANTS);
 };
@@ -114,6 +133,8 @@ pub(crate) struct HeaderFields {
     pub created_realtime_ns: u64,
     pub creator_pid: u32,
     pub creator_uid: u32,
+    pub creator_identity: u64,
+    pub flags: u32,
 }
 
 /// What a validated header says.
@@ -127,6 +148,8 @@ pub(crate) struct Validated {
     pub created_realtime_ns: u64,
     pub creator_pid: u32,
     pub creator_uid: u32,
+    pub creator_identity: u64,
+    pub flags: u32,
 }
 
 /// Where an opener stands while the creator may still be writing.
@@ -139,6 +162,7 @@ impl Header {
     /// Fills a fresh (zeroed) header and publishes it.
     pub fn initialize(&self, fields: &HeaderFields) {
         // Relaxed: nobody reads these before the Release store below.
+        self.magic.store(MAGIC, Ordering::Relaxed);
         self.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
         self.kind.store(fields.kind, Ordering::Relaxed);
         self.total_size.store(fields.total_size, Ordering::Relaxed);
@@ -155,7 +179,9 @@ impl Header {
         self.creator_uid
             .store(fields.creator_uid, Ordering::Relaxed);
         self.backing.store(fields.backing.code(), Ordering::Relaxed);
-        self.magic.store(MAGIC, Ordering::Relaxed);
+        self.flags.store(fields.flags, Ordering::Relaxed);
+        self.creator_identity
+            .store(fields.creator_identity, Ordering::Relaxed);
         // Release: pairs with the Acquire load of `init_state` in
         // `readiness`, so an opener that sees READY sees every field above.
         self.init_state.store(INIT_READY, Ordering::Release);
@@ -187,6 +213,34 @@ impl Header {
     /// Whether the object carries our magic (whatever its state).
     pub fn is_ours(&self) -> bool {
         self.magic.load(Ordering::Relaxed) == MAGIC
+    }
+
+    /// Whether every header field, the participants table included, is
+    /// zero: fresh memory no creator has written to.
+    pub fn is_blank(&self) -> bool {
+        let words = [
+            self.magic.load(Ordering::Relaxed),
+            u64::from(self.layout_version.load(Ordering::Relaxed)),
+            u64::from(self.kind.load(Ordering::Relaxed)),
+            self.total_size.load(Ordering::Relaxed),
+            self.user_size.load(Ordering::Relaxed),
+            u64::from(self.header_size.load(Ordering::Relaxed)),
+            u64::from(self.participants_capacity.load(Ordering::Relaxed)),
+            self.created_realtime_ns.load(Ordering::Relaxed),
+            u64::from(self.creator_pid.load(Ordering::Relaxed)),
+            u64::from(self.creator_uid.load(Ordering::Relaxed)),
+            u64::from(self.init_state.load(Ordering::Relaxed)),
+            u64::from(self.backing.load(Ordering::Relaxed)),
+            u64::from(self.flags.load(Ordering::Relaxed)),
+            u64::from(self._reserved_word.load(Ordering::Relaxed)),
+            self.creator_identity.load(Ordering::Relaxed),
+        ];
+        words.iter().all(|&word| word == 0)
+            && self
+                ._reserved
+                .iter()
+                .all(|word| word.load(Ordering::Relaxed) == 0)
+            && self.participants.iter().all(ParticipantSlot::is_blank)
     }
 
     /// Checks a published header against the object's real size and the
@@ -241,6 +295,13 @@ impl Header {
                 field: "backing",
                 value: u64::from(backing_code),
             })?;
+        let flags = self.flags.load(Ordering::Relaxed);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(SegmentError::Corrupted {
+                field: "flags",
+                value: u64::from(flags),
+            });
+        }
         let kind = self.kind.load(Ordering::Relaxed);
         if let Some(expected) = expected_kind {
             if kind != expected {
@@ -260,6 +321,23 @@ impl Header {
             created_realtime_ns: self.created_realtime_ns.load(Ordering::Relaxed),
             creator_pid: self.creator_pid.load(Ordering::Relaxed),
             creator_uid: self.creator_uid.load(Ordering::Relaxed),
+            creator_identity: self.creator_identity.load(Ordering::Relaxed),
+            flags,
         })
+    }
+
+    /// The `flags` word, unchecked: for a header not (yet) validated.
+    pub fn raw_flags(&self) -> u32 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
+    /// The creator's identity word, unchecked.
+    pub fn raw_creator_identity(&self) -> u64 {
+        self.creator_identity.load(Ordering::Relaxed)
+    }
+
+    /// The creator's pid, unchecked.
+    pub fn raw_creator_pid(&self) -> u32 {
+        self.creator_pid.load(Ordering::Relaxed)
     }
 }

@@ -23,7 +23,9 @@
 mod address;
 mod error;
 mod header;
+mod liveness;
 mod participants;
+mod stale;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -35,7 +37,9 @@ use std::time::Duration;
 pub use address::{Address, MAX_NAME_LEN, POSIX_PREFIX, PosixName, SysvKey};
 pub use error::{Mismatch, SegmentError};
 pub use header::{BackingKind, HEADER_SIZE, LAYOUT_VERSION, MAX_PARTICIPANTS};
+pub use liveness::{LIVENESS_LOCK_BASE, LivenessLock, MIN_LIVENESS_KEY};
 pub use participants::{Participant, ProcessIdentity};
+pub use stale::{Removed, StaleReason, remove_stale, remove_stale_where};
 
 use crate::sync::{Deadline, WaitWord};
 use crate::sys::map::{Access, Mapping};
@@ -53,6 +57,7 @@ pub struct CreateOptions {
     mode: u32,
     kind: u32,
     register: bool,
+    owned: bool,
 }
 
 impl CreateOptions {
@@ -64,6 +69,7 @@ impl CreateOptions {
             mode: 0o600,
             kind: 0,
             register: true,
+            owned: false,
         }
     }
 
@@ -82,6 +88,17 @@ impl CreateOptions {
     /// Whether the creator registers in the participants table.
     pub fn register(mut self, register: bool) -> CreateOptions {
         self.register = register;
+        self
+    }
+
+    /// Whether the segment belongs to the creator's handle rather than
+    /// persisting (the default). An owned segment is recorded as such in
+    /// its header; dropping the creator's handle removes its name, and if
+    /// the creator dies instead, [`remove_stale`] removes it. Whether the
+    /// creator is gone is judged by a liveness lock its handle holds (POSIX,
+    /// memfd), or by its pid and start time (SysV).
+    pub fn owned(mut self, owned: bool) -> CreateOptions {
+        self.owned = owned;
         self
     }
 
@@ -107,6 +124,7 @@ pub struct OpenOptions {
     timeout: Duration,
     register: bool,
     access: Access,
+    allow_foreign_owner: bool,
 }
 
 impl Default for OpenOptions {
@@ -117,13 +135,15 @@ impl Default for OpenOptions {
 
 impl OpenOptions {
     /// Any kind, wait up to 1 s for a creator that is still initialising,
-    /// register as a participant, read and write.
+    /// register as a participant, read and write, and only a segment our
+    /// effective uid owns.
     pub fn new() -> OpenOptions {
         OpenOptions {
             kind: None,
             timeout: Duration::from_secs(1),
             register: true,
             access: Access::ReadWrite,
+            allow_foreign_owner: false,
         }
     }
 
@@ -133,8 +153,10 @@ impl OpenOptions {
         self
     }
 
-    /// How long to wait for a segment whose creator is still initialising
-    /// it before failing with `NotReady`.
+    /// How long to wait for a SysV segment whose creator is still
+    /// initialising it before failing with `NotReady`. (A POSIX name or a
+    /// memfd becomes visible only once complete; an unready one, or a SysV
+    /// one whose creator died, is `Abandoned` at once.)
     pub fn timeout(mut self, timeout: Duration) -> OpenOptions {
         self.timeout = timeout;
         self
@@ -143,6 +165,18 @@ impl OpenOptions {
     /// Whether to register in the participants table.
     pub fn register(mut self, register: bool) -> OpenOptions {
         self.register = register;
+        self
+    }
+
+    /// Whether to open a named segment owned by another user (the file's
+    /// `st_uid`, or SysV `shm_perm.uid`, differs from our effective uid).
+    /// Refused by default with `ForeignOwner`, whatever the mode allows:
+    /// whoever created the name first controls the segment's bytes and
+    /// size, so opening it trusts that user. Descriptors (`from_fd`,
+    /// `recv_fd`, `open_inherited`) are not checked: they come from a
+    /// process the caller chose to deal with.
+    pub fn allow_foreign_owner(mut self, allow: bool) -> OpenOptions {
+        self.allow_foreign_owner = allow;
         self
     }
 
@@ -175,6 +209,12 @@ pub struct SegmentInfo {
     pub owner_uid: u32,
     /// Pid of the creating process.
     pub creator_pid: u32,
+    /// Whether it was created owned by its creator
+    /// ([`CreateOptions::owned`]).
+    pub owned: bool,
+    /// For an owned segment, whether its creator's handle is still open
+    /// (POSIX, memfd) or its creator still runs (SysV); `None` if not owned.
+    pub creator_alive: Option<bool>,
     /// Uid of the creating process.
     pub creator_uid: u32,
     /// Creation time, ns since the Unix epoch.
@@ -229,11 +269,25 @@ enum Backing {
     Memfd { fd: OwnedFd },
 }
 
-#[derive(Debug, Clone, Copy)]
+impl Backing {
+    /// The name or key for messages; `memfd` if anonymous.
+    fn describe(&self) -> String {
+        match self {
+            Backing::Posix { name, .. } => Address::Posix(name.clone()).to_string(),
+            Backing::SysV { key, .. } => Address::SysV(*key).to_string(),
+            Backing::Memfd { .. } => "memfd".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Registration {
     index: usize,
     identity: u64,
     pid: u32,
+    /// The liveness lock for key `index`, taken before the claim; `None`
+    /// for SysV. Held, never read; dropped after the slot is freed.
+    _lock: Option<LivenessLock>,
 }
 
 /// A mapped, validated shared-memory segment.
@@ -247,11 +301,27 @@ pub struct Segment {
     access: Access,
     validated: Validated,
     registration: Option<Registration>,
+    creator: Option<CreatorHandle>,
+}
+
+/// What the creator's handle of an owned segment holds.
+#[derive(Debug)]
+struct CreatorHandle {
+    /// Only the creating process removes the name on drop, not a forked
+    /// child holding a copy.
+    pid: u32,
+    /// The creator liveness lock (POSIX, memfd); held, never read.
+    _lock: Option<LivenessLock>,
 }
 
 impl Segment {
     /// Creates a named segment; fails with `AlreadyExists` if the name or
     /// key is taken. Of several processes racing, exactly one succeeds.
+    ///
+    /// A POSIX segment is built unnamed and named only once complete, so
+    /// no one ever sees it half-initialised. A SysV key exists from
+    /// `shmget` on; openers wait for its header (or, if its creator died,
+    /// report it `Abandoned`).
     pub fn create(address: &Address, options: &CreateOptions) -> Result<Segment, SegmentError> {
         let total = options.total_size()?;
         match address {
@@ -295,46 +365,37 @@ impl Segment {
     }
 
     /// Removes a named segment: its name is gone at once, the memory when
-    /// the last process unmaps it. A SysV segment is removed only if it
-    /// carries our magic, so a foreign segment is never destroyed by mistake.
+    /// the last process unmaps it.
+    ///
+    /// A POSIX name is removed whatever it holds (it carries our prefix).
+    /// A SysV key is removed only if its segment carries our magic, or was
+    /// abandoned before any header was written: every header byte zero, its
+    /// creator (`shm_cpid`) no longer running, and no process attached. A
+    /// segment whose header is still zero while its creator lives may be
+    /// one of ours being initialised, or another program's: we wait up to
+    /// [`REMOVE_WAIT`] for a header, then fail with `NotReady` and leave it.
+    /// A foreign segment is never destroyed by mistake.
+    ///
+    /// Errors: `NotFound` if there is nothing to remove (including when
+    /// another process removed it first), `NotReady`, `Incompatible` for a
+    /// foreign SysV segment, `PermissionDenied`.
     pub fn remove(address: &Address) -> Result<(), SegmentError> {
         match address {
             Address::Posix(name) => {
                 let c_name = posix_c_name(name);
                 shm::unlink(&c_name).map_err(|e| SegmentError::from_os("shm_unlink", address, e))
             }
-            Address::SysV(key) => {
-                let id = sysv::lookup(key.get())
-                    .map_err(|e| SegmentError::from_os("shmget", address, e))?;
-                let stat =
-                    sysv::stat(id).map_err(|e| sysv_error("shmctl(IPC_STAT)", address, e))?;
-                if stat.size < HEADER_SIZE as u64 {
-                    return Err(Mismatch::TooSmall {
-                        size: stat.size,
-                        min: HEADER_SIZE as u64,
-                    }
-                    .into());
-                }
-                let mapping = sysv::attach(id, stat.size as usize, Access::ReadOnly)
-                    .map_err(|e| sysv_error("shmat", address, e))?;
-                // Only a segment that carries our magic is ours to remove; a
-                // foreign one (even one that starts with zeros) is left alone.
-                let header = header_of(&mapping);
-                if !header.is_ours() {
-                    return Err(match header.readiness() {
-                        Err(e @ SegmentError::Incompatible(_)) => e,
-                        _ => Mismatch::Magic { found: 0 }.into(),
-                    });
-                }
-                drop(mapping);
-                sysv::remove(id).map_err(|e| SegmentError::from_os("shmctl(IPC_RMID)", address, e))
-            }
+            Address::SysV(key) => remove_sysv(*key),
         }
     }
 
-    /// Reads a named segment's details without registering or writing.
+    /// Reads a named segment's details without registering or writing,
+    /// whoever owns it.
     pub fn inspect(address: &Address) -> Result<SegmentInfo, SegmentError> {
-        let options = OpenOptions::new().read_only().timeout(Duration::ZERO);
+        let options = OpenOptions::new()
+            .read_only()
+            .allow_foreign_owner(true)
+            .timeout(Duration::ZERO);
         Segment::open(address, &options).map(|segment| segment.info())
     }
 
@@ -369,7 +430,17 @@ impl Segment {
         check_min_size(size)?;
         let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
         let deadline = Deadline::after(options.timeout);
-        Segment::attach(mapping, Backing::Memfd { fd }, size, options, deadline)
+        // A memfd is shared only once its creator has initialised it: an
+        // unready one will stay so.
+        let creator_gone = || true;
+        Segment::attach(
+            mapping,
+            Backing::Memfd { fd },
+            size,
+            options,
+            deadline,
+            creator_gone,
+        )
     }
 
     /// Opens a segment from a descriptor number inherited from a parent
@@ -412,13 +483,32 @@ impl Segment {
         })
     }
 
-    /// Removes this segment's name (POSIX) or id (SysV); see
-    /// [`Segment::remove`]. An anonymous segment has no name to remove.
+    /// Removes this segment's name (POSIX) or id (SysV), if it still has
+    /// one: `NotFound` if it was removed already, and (POSIX) if its name
+    /// now belongs to a newer object, which is left alone. An anonymous
+    /// segment has no name to remove (`WrongBacking`).
+    ///
+    /// For POSIX the name is checked (device and inode of what it opens
+    /// against our descriptor) and then unlinked; Linux has no "unlink if
+    /// it is still this file". So one window remains: if, between the two
+    /// steps, another process removes the name *and* creates a new segment
+    /// under it, that new segment's name is removed (its memory lives on
+    /// while mapped). A SysV id cannot be reused while we are attached, so
+    /// SysV has no such window.
     pub fn unlink(&self) -> Result<(), SegmentError> {
         match &self.backing {
-            Backing::Posix { name, .. } => Segment::remove(&Address::Posix(name.clone())),
-            Backing::SysV { key, id } => sysv::remove(*id)
-                .map_err(|e| SegmentError::from_os("shmctl(IPC_RMID)", Address::SysV(*key), e)),
+            Backing::Posix { name, fd } => unlink_if_same(name, fd.as_fd()),
+            Backing::SysV { key, id } => {
+                let address = Address::SysV(*key);
+                // A removed segment we still map keeps its id, with its key
+                // reset to IPC_PRIVATE (0).
+                let stat =
+                    sysv::stat(*id).map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?;
+                if stat.key != key.get() {
+                    return Err(SegmentError::NotFound(address.to_string()));
+                }
+                sysv::remove(*id).map_err(|e| sysv_error("shmctl(IPC_RMID)", &address, e))
+            }
             Backing::Memfd { .. } => Err(SegmentError::WrongBacking("memfd")),
         }
     }
@@ -487,9 +577,15 @@ impl Segment {
         Ok(unsafe { &*self.user_ptr().add(offset).cast::<T>() })
     }
 
-    /// The processes registered in the participants table, with liveness.
+    /// The processes registered in the participants table, with liveness:
+    /// the liveness lock of their slot for POSIX and memfd segments, pid and
+    /// start time for SysV.
     pub fn participants(&self) -> Vec<Participant> {
-        participants::list(&self.header().participants)
+        let table = &self.header().participants;
+        match self.file() {
+            Some(main) => participants::list(table, &mut FileLiveness::probing(main)),
+            None => participants::list(table, &mut participants::ByProcessIdentity),
+        }
     }
 
     /// Frees the table slots of processes that are gone; returns how many.
@@ -497,7 +593,53 @@ impl Segment {
         if self.access == Access::ReadOnly {
             return Err(SegmentError::ReadOnly);
         }
-        Ok(participants::reap(&self.header().participants))
+        let table = &self.header().participants;
+        Ok(match self.file() {
+            Some(main) => {
+                let description = liveness::new_description(main, true)?;
+                participants::reap(table, &mut FileLiveness::locking(main, description.as_fd()))
+            }
+            None => participants::reap(table, &mut participants::ByProcessIdentity),
+        })
+    }
+
+    /// Takes the liveness lock for `key`: a shared open-file-description
+    /// lock on the byte at offset [`LIVENESS_LOCK_BASE`] + `key` of the
+    /// segment's file, through a fresh open file description of that file
+    /// (so it does not matter whether its name was removed or now names
+    /// another object).
+    ///
+    /// The kernel releases the lock when the process dies, whatever its pid
+    /// namespace, so [`Segment::liveness_held`] in any process tells a live
+    /// holder from a dead one. Dropping the guard releases it too. A child
+    /// forked while it is held shares it: the lock then lasts until both
+    /// are gone.
+    ///
+    /// Keys from [`MIN_LIVENESS_KEY`] (1024) up belong to the layer above;
+    /// smaller ones are refused with `InvalidOptions` (keys
+    /// `0..MAX_PARTICIPANTS` are the participants table's). Returns
+    /// `Ok(None)` for a SysV segment, which has no file to lock; and
+    /// `LivenessKeyBusy` if another description holds the key exclusively.
+    pub fn lock_liveness(&self, key: u32) -> Result<Option<LivenessLock>, SegmentError> {
+        if key < MIN_LIVENESS_KEY {
+            return Err(SegmentError::InvalidOptions {
+                reason: "liveness keys below 1024 belong to the segment layer",
+            });
+        }
+        self.file()
+            .map(|main| liveness::acquire(main, key))
+            .transpose()
+    }
+
+    /// Whether any process (this one included, through another
+    /// [`LivenessLock`]) holds the liveness lock for `key`: `F_OFD_GETLK`
+    /// through the segment's main descriptor, which never holds liveness
+    /// locks itself. Any key may be asked, the participants table's too.
+    /// `Ok(None)` for a SysV segment.
+    pub fn liveness_held(&self, key: u32) -> Result<Option<bool>, SegmentError> {
+        self.file()
+            .map(|main| liveness::is_held(main, key))
+            .transpose()
     }
 
     /// Everything the header and the OS say about this segment.
@@ -511,6 +653,7 @@ impl Segment {
                 .unwrap_or((0, u32::MAX)),
         };
         let v = &self.validated;
+        let owned = v.flags & header::FLAG_OWNED != 0;
         SegmentInfo {
             address: self.address(),
             backing: v.backing,
@@ -521,6 +664,8 @@ impl Segment {
             mode,
             owner_uid,
             creator_pid: v.creator_pid,
+            owned,
+            creator_alive: owned.then(|| self.creator_alive()),
             creator_uid: v.creator_uid,
             created_realtime_ns: v.created_realtime_ns,
             participants: self.participants(),
@@ -529,6 +674,26 @@ impl Segment {
 
     fn header(&self) -> &Header {
         header_of(&self.mapping)
+    }
+
+    /// Whether the creator's handle (POSIX, memfd) or process (SysV) lives.
+    /// Meaningful for owned segments only: others have no creator lock.
+    fn creator_alive(&self) -> bool {
+        match self.file() {
+            // A failed probe counts as alive: never call a live creator gone.
+            Some(main) => liveness::is_held(main, liveness::CREATOR_KEY).unwrap_or(true),
+            None => ProcessIdentity::from_word(self.validated.creator_identity)
+                .is_some_and(ProcessIdentity::is_alive),
+        }
+    }
+
+    /// The main descriptor of a backing with a file (POSIX, memfd). It
+    /// never holds liveness locks, so probes through it see everyone's.
+    fn file(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Posix { fd, .. } | Backing::Memfd { fd } => Some(fd.as_fd()),
+            Backing::SysV { .. } => None,
+        }
     }
 
     fn memfd(&self) -> Result<BorrowedFd<'_>, SegmentError> {
@@ -546,6 +711,22 @@ impl Segment {
         backing_kind: BackingKind,
         options: &CreateOptions,
     ) -> Result<Segment, SegmentError> {
+        let creator = if options.owned {
+            // Taken before the header is published, so no one sees an owned
+            // segment without its creator's lock while the creator lives.
+            let lock = match &backing {
+                Backing::Posix { fd, .. } | Backing::Memfd { fd } => {
+                    Some(liveness::acquire(fd.as_fd(), liveness::CREATOR_KEY)?)
+                }
+                Backing::SysV { .. } => None,
+            };
+            Some(CreatorHandle {
+                pid: sys::process::pid(),
+                _lock: lock,
+            })
+        } else {
+            None
+        };
         let fields = HeaderFields {
             kind: options.kind,
             total_size: mapping.len() as u64,
@@ -553,6 +734,14 @@ impl Segment {
             created_realtime_ns: sys::time::realtime_ns(),
             creator_pid: sys::process::pid(),
             creator_uid: sys::process::uid(),
+            // Needed to judge an owned SysV segment's creator; otherwise
+            // only informative, and not worth failing a create for.
+            creator_identity: if options.owned {
+                participants::own_identity()?
+            } else {
+                participants::own_identity().unwrap_or(0)
+            },
+            flags: if options.owned { header::FLAG_OWNED } else { 0 },
         };
         header_of(&mapping).initialize(&fields);
         let validated =
@@ -563,6 +752,7 @@ impl Segment {
             access: Access::ReadWrite,
             validated,
             registration: None,
+            creator,
         };
         if options.register {
             segment.register()?;
@@ -571,19 +761,36 @@ impl Segment {
     }
 
     /// Waits for the creator to publish the header, validates it, and
-    /// registers.
+    /// registers. An unready header whose creator is gone is `Abandoned` at
+    /// once.
     fn attach(
         mapping: Mapping,
         backing: Backing,
         actual_size: u64,
         options: &OpenOptions,
         deadline: Deadline,
+        creator_gone: impl Fn() -> bool,
     ) -> Result<Segment, SegmentError> {
         let header = header_of(&mapping);
         let mut pause = Duration::from_micros(50);
         loop {
             match header.readiness()? {
                 Readiness::Ready => break,
+                // Re-check readiness after the creator is seen gone: it may
+                // have published just before dying.
+                Readiness::NotYet if creator_gone() => {
+                    if let Readiness::Ready = header.readiness()? {
+                        break;
+                    }
+                    // Our creators write the magic first: zeros there and
+                    // anything elsewhere were not written by one.
+                    if !header.is_ours() && !header.is_blank() {
+                        return Err(Mismatch::Magic { found: 0 }.into());
+                    }
+                    return Err(SegmentError::Abandoned {
+                        segment: backing.describe(),
+                    });
+                }
                 Readiness::NotYet if deadline.has_passed() => {
                     return Err(SegmentError::NotReady {
                         waited: options.timeout,
@@ -607,6 +814,7 @@ impl Segment {
             access: options.access,
             validated,
             registration: None,
+            creator: None,
         };
         if options.register && options.access == Access::ReadWrite {
             segment.register()?;
@@ -617,21 +825,42 @@ impl Segment {
     fn register(&mut self) -> Result<(), SegmentError> {
         let identity = participants::own_identity()?;
         let table = &self.header().participants;
-        let index = match participants::register(table, identity) {
-            Some(index) => index,
+        let full = SegmentError::TooManyParticipants {
+            capacity: MAX_PARTICIPANTS,
+        };
+        let (index, lock) = match self.file() {
+            Some(main) => {
+                // One description of our own: it takes the shared lock of
+                // the slot we claim (before the claim), and the exclusive
+                // locks of slots it reaps when the table is full.
+                let description = liveness::new_description(main, true)?;
+                let mut liveness = FileLiveness::locking(main, description.as_fd());
+                let index = match participants::register(table, identity, &mut liveness)? {
+                    Some(index) => index,
+                    None => {
+                        participants::reap(table, &mut liveness);
+                        participants::register(table, identity, &mut liveness)?.ok_or(full)?
+                    }
+                };
+                (index, Some(liveness::held(description, index as u32)))
+            }
             None => {
-                participants::reap(table);
-                participants::register(table, identity).ok_or(
-                    SegmentError::TooManyParticipants {
-                        capacity: MAX_PARTICIPANTS,
-                    },
-                )?
+                let by_pid = &mut participants::ByProcessIdentity;
+                let index = match participants::register(table, identity, by_pid)? {
+                    Some(index) => index,
+                    None => {
+                        participants::reap(table, by_pid);
+                        participants::register(table, identity, by_pid)?.ok_or(full)?
+                    }
+                };
+                (index, None)
             }
         };
         self.registration = Some(Registration {
             index,
             identity,
             pid: sys::process::pid(),
+            _lock: lock,
         });
         Ok(())
     }
@@ -641,11 +870,181 @@ impl Drop for Segment {
     fn drop(&mut self) {
         // A forked child holds a copy of the parent's registration; only the
         // process that registered may free the slot.
+        // An owned segment goes with its creator's handle. Errors (the name
+        // was removed or reused already) leave nothing to do.
+        if let Some(creator) = self.creator.take() {
+            if creator.pid == sys::process::pid() {
+                let _ = self.unlink();
+            }
+        }
+        // The slot is freed before its liveness lock goes (with `reg`), so
+        // no one sees a claimed slot without a lock while we live.
         if let Some(reg) = self.registration.take() {
             if reg.pid == sys::process::pid() {
                 participants::deregister(&self.header().participants, reg.index, reg.identity);
             }
         }
+    }
+}
+
+/// Liveness of participants of a segment with a file: slot `i` is alive
+/// while someone holds the liveness lock for key `i`.
+struct FileLiveness<'a> {
+    main: BorrowedFd<'a>,
+    /// A description of our own, for taking locks; `None` when only probing.
+    description: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> FileLiveness<'a> {
+    fn probing(main: BorrowedFd<'a>) -> FileLiveness<'a> {
+        FileLiveness {
+            main,
+            description: None,
+        }
+    }
+
+    /// `description` must be a fresh, writable description of `main`'s
+    /// file: reaping takes exclusive locks through it.
+    fn locking(main: BorrowedFd<'a>, description: BorrowedFd<'a>) -> FileLiveness<'a> {
+        FileLiveness {
+            main,
+            description: Some(description),
+        }
+    }
+}
+
+impl participants::Liveness for FileLiveness<'_> {
+    fn reserve(&mut self, index: usize) -> Result<bool, SegmentError> {
+        match self.description {
+            Some(description) => liveness::try_share(description, index as u32),
+            None => Ok(false),
+        }
+    }
+
+    fn release(&mut self, index: usize) {
+        if let Some(description) = self.description {
+            liveness::release(description, index as u32);
+        }
+    }
+
+    fn is_alive(&mut self, index: usize, _word: u64) -> bool {
+        // A failed probe counts as alive: never report (or free) a live
+        // process as dead because a call failed.
+        liveness::is_held(self.main, index as u32).unwrap_or(true)
+    }
+
+    fn hold_if_dead(&mut self, index: usize, _word: u64) -> bool {
+        self.description
+            .is_some_and(|description| liveness::try_exclude(description, index as u32))
+    }
+}
+
+/// Unlinks `name` if it still names the file behind `fd`; `NotFound` if it
+/// names nothing or another file. See [`Segment::unlink`] for the window
+/// that remains between the check and the unlink.
+fn unlink_if_same(name: &PosixName, fd: BorrowedFd<'_>) -> Result<(), SegmentError> {
+    let address = Address::Posix(name.clone());
+    let c_name = posix_c_name(name);
+    let io = |op| move |source| SegmentError::Io { op, source };
+    let ours = shm::fstat(fd).map_err(io("fstat"))?;
+    let named =
+        shm::open(&c_name, false).map_err(|e| SegmentError::from_os("shm_open", &address, e))?;
+    let named = shm::fstat(&named).map_err(io("fstat"))?;
+    if (named.dev, named.ino) != (ours.dev, ours.ino) {
+        return Err(SegmentError::NotFound(address.to_string()));
+    }
+    shm::unlink(&c_name).map_err(|e| SegmentError::from_os("shm_unlink", &address, e))
+}
+
+/// How long [`Segment::remove`] waits for the creator of a SysV segment
+/// whose header is still blank to write it.
+pub const REMOVE_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether the kernel-recorded creator of a SysV segment is gone. A pid of
+/// 0 (a creator outside our pid namespace) is never judged gone, and a
+/// reused pid looks alive: both err on the side of leaving the segment.
+fn sysv_creator_gone(creator_pid: u32) -> bool {
+    creator_pid != 0 && !sys::process::pid_exists(creator_pid)
+}
+
+/// Whether SysV segment `id` has a blank header (false if it cannot be
+/// read).
+fn sysv_is_blank(id: i32) -> bool {
+    sysv::stat(id)
+        .ok()
+        .filter(|stat| stat.size >= HEADER_SIZE as u64)
+        .and_then(|_| sysv::attach(id, HEADER_SIZE, Access::ReadOnly).ok())
+        .is_some_and(|mapping| header_of(&mapping).is_blank())
+}
+
+/// What `remove_sysv` found at a key.
+enum SysvVerdict {
+    /// It carries our magic.
+    Ours,
+    /// Blank header, creator gone: remove it if no one is attached.
+    Abandoned,
+    /// Blank header, creator alive: it may still write one.
+    Wait,
+}
+
+fn remove_sysv(key: SysvKey) -> Result<(), SegmentError> {
+    let address = Address::SysV(key);
+    let deadline = Deadline::after(REMOVE_WAIT);
+    let mut pause = Duration::from_micros(50);
+    loop {
+        // Looked up afresh on each lap: the key may have been removed and
+        // taken again meanwhile.
+        let id =
+            sysv::lookup(key.get()).map_err(|e| SegmentError::from_os("shmget", &address, e))?;
+        let stat = sysv::stat(id).map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?;
+        if stat.size < HEADER_SIZE as u64 {
+            return Err(Mismatch::TooSmall {
+                size: stat.size,
+                min: HEADER_SIZE as u64,
+            }
+            .into());
+        }
+        let verdict = {
+            let mapping = sysv::attach(id, HEADER_SIZE, Access::ReadOnly)
+                .map_err(|e| sysv_error("shmat", &address, e))?;
+            let header = header_of(&mapping);
+            if header.is_ours() {
+                SysvVerdict::Ours
+            } else {
+                match header.readiness() {
+                    Err(e @ SegmentError::Incompatible(_)) => return Err(e),
+                    Ok(Readiness::NotYet) if !sysv_creator_gone(stat.creator_pid) => {
+                        SysvVerdict::Wait
+                    }
+                    Ok(Readiness::NotYet) if header.is_blank() => SysvVerdict::Abandoned,
+                    // Zeros where our magic belongs, and something else
+                    // elsewhere: not ours.
+                    _ => return Err(Mismatch::Magic { found: 0 }.into()),
+                }
+            }
+        };
+        let remove = match verdict {
+            SysvVerdict::Ours => true,
+            // Counted after our own mapping is gone. One attached may be an
+            // opener about to give up, or a program using the zeros.
+            SysvVerdict::Abandoned => {
+                sysv::stat(id)
+                    .map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?
+                    .attachments
+                    == 0
+            }
+            SysvVerdict::Wait => false,
+        };
+        if remove {
+            return sysv::remove(id).map_err(|e| sysv_error("shmctl(IPC_RMID)", &address, e));
+        }
+        if deadline.has_passed() {
+            return Err(SegmentError::NotReady {
+                waited: REMOVE_WAIT,
+            });
+        }
+        std::thread::sleep(pause.min(deadline.remaining()));
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 
@@ -675,6 +1074,7 @@ pub fn list() -> Result<Vec<Listing>, SegmentError> {
         let address = Address::SysV(key);
         let info = Segment::inspect(&address);
         // SysV has no names: a segment is ours only if its header says so.
+        // A blank one whose creator died may be another program's.
         let foreign = matches!(
             info,
             Err(
@@ -683,7 +1083,8 @@ pub fn list() -> Result<Vec<Listing>, SegmentError> {
                     | SegmentError::PermissionDenied(_)
                     | SegmentError::NotFound(_)
             )
-        );
+        ) || (matches!(info, Err(SegmentError::Abandoned { .. }))
+            && sysv_is_blank(entry.id));
         if !foreign {
             listings.push(Listing { address, info });
         }
@@ -708,6 +1109,23 @@ fn sysv_error(op: &'static str, address: &Address, source: std::io::Error) -> Se
     } else {
         SegmentError::from_os(op, address, source)
     }
+}
+
+/// Refuses a named segment another user owns, unless the opener allows it.
+fn check_owner(
+    address: &Address,
+    owner_uid: u32,
+    options: &OpenOptions,
+) -> Result<(), SegmentError> {
+    let our_uid = sys::process::euid();
+    if owner_uid == our_uid || options.allow_foreign_owner {
+        return Ok(());
+    }
+    Err(SegmentError::ForeignOwner {
+        segment: address.to_string(),
+        owner_uid,
+        our_uid,
+    })
 }
 
 fn check_min_size(size: u64) -> Result<(), SegmentError> {
@@ -765,12 +1183,16 @@ fn create_posix(
 ) -> Result<Segment, SegmentError> {
     let address = Address::Posix(name.clone());
     let c_name = posix_c_name(name);
-    let fd = shm::create_exclusive(&c_name, options.mode)
-        .map_err(|e| SegmentError::from_os("shm_open", &address, e))?;
-    let guard = RemoveOnError::new(|| {
-        let _ = shm::unlink(&c_name);
-    });
+    // Only a hint (the name may be taken before we publish), but it spares
+    // a racing loser from allocating the whole segment first.
+    if shm::name_exists(&c_name) {
+        return Err(SegmentError::AlreadyExists(address.to_string()));
+    }
+    // Built unnamed and named only once complete: a creator that dies
+    // half-way leaves nothing under the name, and no opener ever waits for
+    // one.
     let io = |op| move |source| SegmentError::Io { op, source };
+    let fd = shm::create_unnamed(options.mode).map_err(io("open(O_TMPFILE) in /dev/shm"))?;
     shm::set_len(&fd, total as u64).map_err(io("ftruncate"))?;
     shm::reserve(&fd, total as u64).map_err(io("posix_fallocate"))?;
     let mapping = Mapping::map_fd(&fd, total, Access::ReadWrite).map_err(io("mmap"))?;
@@ -779,7 +1201,10 @@ fn create_posix(
         fd,
     };
     let segment = Segment::initialize(mapping, backing, BackingKind::Posix, options)?;
-    guard.disarm();
+    let Backing::Posix { fd, .. } = &segment.backing else {
+        unreachable!("built as POSIX above")
+    };
+    shm::publish(fd, &c_name).map_err(|e| SegmentError::from_os("linkat", &address, e))?;
     Ok(segment)
 }
 
@@ -795,10 +1220,7 @@ fn create_sysv(
         let _ = sysv::remove(id);
     });
     let mapping =
-        sysv::attach(id, total, Access::ReadWrite).map_err(|source| SegmentError::Io {
-            op: "shmat",
-            source,
-        })?;
+        sysv::attach(id, total, Access::ReadWrite).map_err(|e| sysv_error("shmat", &address, e))?;
     let segment = Segment::initialize(
         mapping,
         Backing::SysV { key, id },
@@ -823,17 +1245,14 @@ fn open_posix(
     if !stat.regular {
         return Err(Mismatch::NotRegularFile.into());
     }
-    // A creator sizes the object right after creating it: a zero size means
-    // it has not got there yet.
-    let mut size = stat.size;
-    while size == 0 {
-        if deadline.has_passed() {
-            return Err(SegmentError::NotReady {
-                waited: options.timeout,
-            });
-        }
-        std::thread::sleep(Duration::from_micros(200).min(deadline.remaining()));
-        size = shm::fstat(&fd).map_err(io("fstat"))?.size;
+    check_owner(&address, stat.uid, options)?;
+    // Our creators name a segment only once it is complete (see
+    // `create_posix`): an empty or unready object will stay so.
+    let size = stat.size;
+    if size == 0 {
+        return Err(SegmentError::Abandoned {
+            segment: address.to_string(),
+        });
     }
     check_min_size(size)?;
     let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
@@ -841,7 +1260,7 @@ fn open_posix(
         name: name.clone(),
         fd,
     };
-    Segment::attach(mapping, backing, size, options, deadline)
+    Segment::attach(mapping, backing, size, options, deadline, || true)
 }
 
 fn open_sysv(
@@ -851,11 +1270,19 @@ fn open_sysv(
 ) -> Result<Segment, SegmentError> {
     let address = Address::SysV(key);
     let id = sysv::lookup(key.get()).map_err(|e| SegmentError::from_os("shmget", &address, e))?;
-    let size = sysv::stat(id)
-        .map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?
-        .size;
+    let stat = sysv::stat(id).map_err(|e| sysv_error("shmctl(IPC_STAT)", &address, e))?;
+    check_owner(&address, stat.uid, options)?;
+    let size = stat.size;
     check_min_size(size)?;
     let mapping = sysv::attach(id, size as usize, options.access)
         .map_err(|e| sysv_error("shmat", &address, e))?;
-    Segment::attach(mapping, Backing::SysV { key, id }, size, options, deadline)
+    let creator_gone = || sysv_creator_gone(stat.creator_pid);
+    Segment::attach(
+        mapping,
+        Backing::SysV { key, id },
+        size,
+        options,
+        deadline,
+        creator_gone,
+    )
 }

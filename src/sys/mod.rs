@@ -1,9 +1,9 @@
 //! The platform layer: the only module that calls libc.
 //!
 //! Everything above `sys` sees small typed functions (`futex_wait`,
-//! `shm::create`, `sysv::attach`, ...) that return [`std::io::Error`] on
-//! failure. This module knows nothing of headers, rings or messages; it must
-//! never interpret the bytes of a segment.
+//! `shm::create`, `sysv::attach`, `lock::try_lock`, ...) that return
+//! [`std::io::Error`] on failure. This module knows nothing of headers,
+//! rings or messages; it must never interpret the bytes of a segment.
 
 // Under loom only the clock is needed: the futex is modelled in `sync`, and
 // segments (the only users of the rest) are not built.
@@ -13,6 +13,8 @@ pub(crate) mod affinity;
 pub(crate) mod fdpass;
 #[cfg(not(loom))]
 pub(crate) mod futex;
+#[cfg(not(loom))]
+pub(crate) mod lock;
 #[cfg(not(loom))]
 pub(crate) mod map;
 #[cfg(not(loom))]

@@ -13,6 +13,13 @@ pub fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// This process's effective user id: whose rights the kernel checks, and
+/// whom the objects it creates belong to.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// What `/proc/PID/stat` says about a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcStat {
@@ -81,6 +88,16 @@ pub fn is_alive(pid: u32, start_ticks_low: u32) -> bool {
         // No /proc entry: gone, unless /proc hides other users' processes
         // (hidepid), which kill(pid, 0) sees through. That fallback cannot
         // tell a reused pid, but it never calls a live process dead.
+        Ok(None) | Err(_) => signal_probe(pid),
+    }
+}
+
+/// Whether some process with this pid runs (not a zombie). It cannot tell
+/// a reused pid from the original: use it only where calling a dead
+/// process alive is the safe mistake.
+pub fn pid_exists(pid: u32) -> bool {
+    match proc_stat(pid) {
+        Ok(Some(stat)) => !matches!(stat.state, b'Z' | b'X' | b'x'),
         Ok(None) | Err(_) => signal_probe(pid),
     }
 }

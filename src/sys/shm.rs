@@ -1,5 +1,5 @@
-//! Named POSIX shared memory: `shm_open`, `shm_unlink`, and the listing of
-//! `/dev/shm`.
+//! Named POSIX shared memory: unnamed creation and atomic naming in
+//! `/dev/shm`, `shm_open`, `shm_unlink`, and the listing of `/dev/shm`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -21,23 +21,60 @@ pub struct FdStat {
     pub uid: u32,
     /// Whether it is a regular file (not a FIFO, device or directory).
     pub regular: bool,
+    /// Device and inode: which object this is, whatever its name.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
 }
 
-/// Creates `name` (which starts with `/`) exclusively with exactly `mode`
-/// (the umask is undone with `fchmod`, as SysV `shmget` ignores it too).
-pub fn create_exclusive(name: &CStr, mode: u32) -> io::Result<OwnedFd> {
-    let fd = open_raw(
-        name,
-        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-        mode,
-    )?;
-    // The file was created with `mode & !umask`, a subset of `mode`, so
-    // there is no window in which it is more open than asked.
-    if let Err(e) = fchmod(fd.as_fd(), mode) {
-        let _ = unlink(name);
-        return Err(e);
-    }
+/// Creates an unnamed shared-memory file (`O_TMPFILE` in /dev/shm) with
+/// exactly `mode`. Nobody can open it until [`publish`] names it, and it
+/// vanishes if we die first.
+pub fn create_unnamed(mode: u32) -> io::Result<OwnedFd> {
+    let dir = CString::new(SHM_DIR).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fd = retry_eintr(|| {
+        // SAFETY: `dir` is a NUL-terminated string that outlives the call;
+        // O_TMPFILE takes the mode as the third argument.
+        cvt(unsafe {
+            libc::open(
+                dir.as_ptr(),
+                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        })
+    })?;
+    // SAFETY: open returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The umask narrowed the mode; restore it exactly.
+    fchmod(fd.as_fd(), mode)?;
     Ok(fd)
+}
+
+/// Gives an unnamed file from [`create_unnamed`] its `name` (which starts
+/// with `/`), atomically: `AlreadyExists` if the name is taken, and never
+/// replacing what holds it.
+pub fn publish(fd: impl AsFd, name: &CStr) -> io::Result<()> {
+    let from = CString::new(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let to = CString::new([SHM_DIR.as_bytes(), name.to_bytes()].concat())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: both are NUL-terminated strings that outlive the call.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// Whether `name` (which starts with `/`) exists in /dev/shm, whatever it is.
+pub fn name_exists(name: &CStr) -> bool {
+    let path = [SHM_DIR.as_bytes(), name.to_bytes()].concat();
+    std::str::from_utf8(&path).is_ok_and(|path| std::fs::symlink_metadata(path).is_ok())
 }
 
 /// Opens an existing `name`. `O_NONBLOCK`: anyone may put a FIFO in
@@ -49,13 +86,10 @@ pub fn open(name: &CStr, writable: bool) -> io::Result<OwnedFd> {
     } else {
         libc::O_RDONLY
     };
-    open_raw(name, access | libc::O_CLOEXEC | libc::O_NONBLOCK, 0)
-}
-
-fn open_raw(name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    let flags = access | libc::O_CLOEXEC | libc::O_NONBLOCK;
     let fd = retry_eintr(|| {
         // SAFETY: `name` is a NUL-terminated string that outlives the call.
-        cvt(unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::mode_t) })
+        cvt(unsafe { libc::shm_open(name.as_ptr(), flags, 0) })
     })?;
     // SAFETY: shm_open returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -108,6 +142,8 @@ pub fn fstat(fd: impl AsFd) -> io::Result<FdStat> {
         mode: st.st_mode & 0o777,
         uid: st.st_uid,
         regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        dev: st.st_dev,
+        ino: st.st_ino,
     })
 }
 

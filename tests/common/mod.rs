@@ -44,6 +44,22 @@ impl Drop for Cleanup {
     }
 }
 
+/// Removes whatever SysV segment holds a key, ours or not: for segments a
+/// test made by hand, which `Segment::remove` may rightly refuse.
+pub struct RemoveSysvKey(pub i32);
+
+impl Drop for RemoveSysvKey {
+    fn drop(&mut self) {
+        // SAFETY: plain syscalls; IPC_RMID takes no buffer.
+        unsafe {
+            let id = libc::shmget(self.0, 0, 0);
+            if id >= 0 {
+                libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
 /// Removes a /dev/shm file we made by hand.
 pub struct RemoveFile(pub std::path::PathBuf);
 

@@ -2,6 +2,9 @@
 //! named segment, waking each other with the futex handshake, once per wait
 //! strategy. It shows the segment, the participants table and the sync layer
 //! working across real processes.
+//!
+//! SIGINT and SIGTERM end it cleanly: the parent notices within one wait
+//! slice, stops its child and removes the segment before exiting.
 
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +20,9 @@ const PONG_WORD: usize = 192;
 const STOP: u64 = u64::MAX;
 /// A round trip that takes longer means the peer is gone.
 const ROUND_TRIP_LIMIT: Duration = Duration::from_secs(5);
+/// The parent waits in slices this long, checking for SIGINT and SIGTERM
+/// between them (a futex wait outlasts signals).
+const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 const STRATEGIES: [(&str, WaitStrategy); 3] = [
     ("busy-spin", WaitStrategy::BusySpin),
@@ -69,6 +75,8 @@ impl Drop for ChildGuard {
 }
 
 pub fn run(round_trips: u64) -> Result<(), String> {
+    // Before the segment exists: from here a signal only sets a flag.
+    super::interrupt::install().map_err(|e| format!("demo: {e}"))?;
     let name = format!("demo-{}", std::process::id());
     let address: Address = name.parse().map_err(|e| format!("demo: {e}"))?;
     let segment =
@@ -99,17 +107,25 @@ pub fn run(round_trips: u64) -> Result<(), String> {
             // Release: pairs with the child's Acquire load of `ping`.
             cells.ping.store(round, Ordering::Release);
             cells.ping_word.notify_one();
-            let deadline = Deadline::after(ROUND_TRIP_LIMIT);
-            // Acquire: pairs with the child's Release store of `pong`.
-            let answered = cells.pong_word.wait_until(strategy, Some(deadline), || {
-                cells.pong.load(Ordering::Acquire) == round
-            });
-            if !answered {
-                return Err(format!(
-                    "demo: the child did not answer round {round} within {ROUND_TRIP_LIMIT:?}"
-                ));
+            let limit = Deadline::after(ROUND_TRIP_LIMIT);
+            loop {
+                let slice = Deadline::after(WAIT_SLICE.min(limit.remaining()));
+                // Acquire: pairs with the child's Release store of `pong`.
+                let answered = cells.pong_word.wait_until(strategy, Some(slice), || {
+                    cells.pong.load(Ordering::Acquire) == round
+                });
+                if answered {
+                    break;
+                }
+                stop_if_interrupted()?;
+                if limit.has_passed() {
+                    return Err(format!(
+                        "demo: the child did not answer round {round} within {ROUND_TRIP_LIMIT:?}"
+                    ));
+                }
             }
             samples.push(t0.elapsed().as_nanos() as u64);
+            stop_if_interrupted()?;
         }
         let elapsed = started.elapsed();
         cells.ping.store(STOP, Ordering::Release);
@@ -135,6 +151,15 @@ pub fn run(round_trips: u64) -> Result<(), String> {
         info.participants.len()
     );
     Ok(())
+}
+
+/// Returns (dropping the child and segment guards on the way out) once
+/// SIGINT or SIGTERM has come.
+fn stop_if_interrupted() -> Result<(), String> {
+    match super::interrupt::received() {
+        Some(signal) => Err(format!("demo: interrupted by signal {signal}")),
+        None => Ok(()),
+    }
 }
 
 pub fn child(name: &str, strategy: &str) -> Result<(), String> {

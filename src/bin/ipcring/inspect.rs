@@ -1,6 +1,6 @@
 //! `ls`, `stat` and `rm`: the ipcs/ipcrm of ipcring segments.
 
-use ipcring::segment::{self, Address, Participant, Segment, SegmentError, SegmentInfo};
+use ipcring::segment::{self, Address, Participant, Removed, Segment, SegmentError, SegmentInfo};
 use serde_json::{Value, json};
 
 pub fn ls(as_json: bool) -> Result<(), String> {
@@ -68,6 +68,11 @@ pub fn stat(name: &str, as_json: bool) -> Result<(), String> {
         "created:        {} (ns since the Unix epoch)",
         info.created_realtime_ns
     );
+    match info.creator_alive {
+        None => println!("lifetime:       persistent"),
+        Some(true) => println!("lifetime:       owned by its creator, which is alive"),
+        Some(false) => println!("lifetime:       owned by its creator, which is gone (stale)"),
+    }
     println!("participants:   {alive} alive, {dead} dead");
     for p in &info.participants {
         let state = if p.alive { "alive" } else { "dead" };
@@ -93,6 +98,27 @@ pub fn rm(names: &[String]) -> Result<(), String> {
     }
 }
 
+pub fn rm_stale(names: &[String]) -> Result<(), String> {
+    let only = names
+        .iter()
+        .map(|name| name.parse::<Address>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("rm --stale: {e}"))?;
+    let removed = if only.is_empty() {
+        segment::remove_stale()
+    } else {
+        segment::remove_stale_where(|address| only.contains(address))
+    }
+    .map_err(|e| format!("rm --stale: {e}"))?;
+    if removed.is_empty() {
+        println!("nothing stale");
+    }
+    for Removed { address, reason } in &removed {
+        println!("removed {address}: {reason}");
+    }
+    Ok(())
+}
+
 fn count_alive(participants: &[Participant]) -> (usize, usize) {
     let alive = participants.iter().filter(|p| p.alive).count();
     (alive, participants.len() - alive)
@@ -102,8 +128,9 @@ fn info_json(name: &str, info: &SegmentInfo) -> Value {
     let participants: Vec<Value> = info
         .participants
         .iter()
-        .map(|p| json!({ "pid": p.pid, "alive": p.alive, "attached_unix_ns": p.attached_realtime_ns }))
+        .map(|p| json!({ "slot": p.slot, "pid": p.pid, "alive": p.alive, "attached_unix_ns": p.attached_realtime_ns }))
         .collect();
+    let (alive, dead) = count_alive(&info.participants);
     json!({
         "name": name,
         "backing": info.backing.as_str(),
@@ -116,6 +143,10 @@ fn info_json(name: &str, info: &SegmentInfo) -> Value {
         "creator_pid": info.creator_pid,
         "creator_uid": info.creator_uid,
         "created_unix_ns": info.created_realtime_ns,
+        "owned": info.owned,
+        "creator_alive": info.creator_alive,
+        "participants_alive": alive,
+        "participants_dead": dead,
         "participants": participants,
     })
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod inspect;
+mod interrupt;
 
 use std::process::ExitCode;
 
@@ -35,11 +36,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove segments by name or key.
+    /// Remove segments by name or key, or every stale one.
     Rm {
         /// POSIX names or SysV keys, as `ls` prints them.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "stale")]
         names: Vec<String>,
+        /// Remove only what is stale (abandoned before initialisation, or
+        /// owned by a creator that is gone), among NAMES or, without NAMES,
+        /// among every segment of this user. Persistent segments are kept.
+        #[arg(long)]
+        stale: bool,
     },
     /// Two processes ping-pong through a segment, once per wait strategy.
     Demo {
@@ -64,12 +70,26 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ls { json } => inspect::ls(json),
         Command::Stat { name, json } => inspect::stat(&name, json),
-        Command::Rm { names } => inspect::rm(&names),
+        Command::Rm { names, stale } => {
+            if stale {
+                inspect::rm_stale(&names)
+            } else {
+                inspect::rm(&names)
+            }
+        }
         Command::Demo { round_trips } => demo::run(round_trips),
         Command::DemoChild { name, strategy } => demo::child(&name, &strategy),
         Command::Bench(args) => bench::run(&args),
         Command::BenchChild(args) => bench::child(&args),
     };
+    if let Some(signal) = interrupt::received() {
+        // Whatever the command created is gone now: end as the signal would.
+        if let Err(message) = &result {
+            eprintln!("ipcring: {message}");
+        }
+        interrupt::end_as_signalled(signal);
+        return ExitCode::FAILURE;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
