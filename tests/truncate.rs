@@ -208,12 +208,13 @@ fn truncate_then_regrow_reads_zeros_and_goes_unnoticed() {
         on_disk[HEADER_SIZE..HEADER_SIZE + 8],
         0x1234u64.to_ne_bytes()
     );
-    // Only re-validating the contents tells: a fresh open finds no header.
+    // Only re-validating the contents tells: a fresh open finds no header,
+    // which is what an object abandoned mid-creation looks like.
     let reopened = Segment::open(
         &address,
         &OpenOptions::new().timeout(Duration::from_millis(20)),
     );
-    assert!(matches!(reopened, Err(SegmentError::NotReady { .. })));
+    assert!(matches!(reopened, Err(SegmentError::Abandoned { .. })));
     assert!(!segment.is_broken());
 }
 
