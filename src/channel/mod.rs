@@ -42,7 +42,8 @@ pub use error::{
 
 use crate::ring::{Region, Repair, RingStats, Side};
 use crate::segment::{
-    Address, CreateOptions, OpenOptions, ProcessIdentity, Segment, SegmentError, Shareable,
+    Address, CreateOptions, LivenessLock, MIN_LIVENESS_KEY, OpenOptions, ProcessIdentity, Segment,
+    SegmentError, Shareable,
 };
 use crate::sync::{Deadline, WaitStrategy};
 
@@ -349,8 +350,21 @@ pub(crate) struct Endpoint {
     next_reap: Instant,
     /// Repairs dead endpoints' claims; `None` for rings without claims.
     repairer: Option<Box<dyn ClaimRepair>>,
+    /// The kernel-kept sign that our slot's holder lives (file-backed
+    /// segments); released when we leave, or by the kernel when we die.
+    liveness: Option<LivenessLock>,
     // Last: the tables and the repairer point into its mapping.
     segment: Segment,
+}
+
+/// The liveness-lock key of `role`'s slot `index`: keys from 1024 belong to
+/// the channel layer, 64 per side.
+fn liveness_key(role: Role, index: usize) -> u32 {
+    let side = match role {
+        Role::Producer => 0,
+        Role::Consumer => 1,
+    };
+    MIN_LIVENESS_KEY + side * 64 + index as u32
 }
 
 // SAFETY: the table pointer targets the segment's mapping, which the
@@ -386,6 +400,7 @@ impl Endpoint {
             strategy,
             next_reap: Instant::now(),
             repairer,
+            liveness: None,
             segment,
         };
         // A fresh endpoint first clears what dead ones left, so that it
@@ -467,9 +482,33 @@ impl Endpoint {
     }
 
     /// Whether the holder of `role`'s slot `index`, whose word is `word`,
-    /// is alive.
-    fn holder_alive(&self, _role: Role, _index: usize, word: u64) -> bool {
-        ProcessIdentity::from_word(word).is_some_and(|holder| holder.is_alive())
+    /// is alive: by its liveness lock where the segment has a file (the
+    /// kernel drops it when the holder dies, whatever its pid namespace),
+    /// else (SysV) by its pid and start time.
+    ///
+    /// A lock is taken before the slot is claimed and released after it is
+    /// freed, so a claimed slot whose lock nobody holds has a dead holder.
+    /// The converse may err for a moment, on the safe side: a process about
+    /// to claim the slot holds the lock before its claim succeeds or fails.
+    fn holder_alive(&self, role: Role, index: usize, word: u64) -> bool {
+        match self.segment.liveness_held(liveness_key(role, index)) {
+            Ok(Some(held)) => held,
+            // No file (SysV), or the check itself failed: never call a
+            // process dead on a failed check; the pid check errs the same way.
+            Ok(None) | Err(_) => {
+                ProcessIdentity::from_word(word).is_some_and(|holder| holder.is_alive())
+            }
+        }
+    }
+
+    /// Takes the liveness lock for our side's slot `index`, before claiming
+    /// it. `Ok(None)`: someone holds it exclusively for now, try another.
+    fn lock_slot(&self, index: usize) -> Result<Option<Option<LivenessLock>>, ChannelError> {
+        match self.segment.lock_liveness(liveness_key(self.role, index)) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(SegmentError::LivenessKeyBusy { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reaps one slot whose word was `word`, if its holder (or the reaper
@@ -515,12 +554,18 @@ impl Endpoint {
     }
 
     /// Claims slot 0 of our side, taking it over from a dead holder.
-    fn claim_exclusive(&self) -> Result<usize, ChannelError> {
+    fn claim_exclusive(&mut self) -> Result<usize, ChannelError> {
         let table = select(self.tables(), self.role);
         for _ in 0..64 {
             let holder = table.slots[0].load(Ordering::Relaxed);
             if holder == 0 {
+                // Lock first: from the claim on, others judge us by it.
+                let Some(lock) = self.lock_slot(0)? else {
+                    std::thread::yield_now();
+                    continue;
+                };
                 if table.claim(0, 0, self.identity) {
+                    self.liveness = lock;
                     return Ok(0);
                 }
                 continue;
@@ -545,11 +590,19 @@ impl Endpoint {
     }
 
     /// Claims any free slot of our side.
-    fn claim_any(&self) -> Result<usize, ChannelError> {
+    fn claim_any(&mut self) -> Result<usize, ChannelError> {
         let table = select(self.tables(), self.role);
         for attempt in 0..2 {
             for index in 0..MAX_ENDPOINTS {
+                if table.slots[index].load(Ordering::Relaxed) != 0 {
+                    continue;
+                }
+                // Lock first: from the claim on, others judge us by it.
+                let Some(lock) = self.lock_slot(index)? else {
+                    continue;
+                };
                 if table.claim(index, 0, self.identity) {
+                    self.liveness = lock;
                     return Ok(index);
                 }
             }
@@ -603,6 +656,9 @@ impl Endpoint {
         // that claimed the slot frees it.
         if std::process::id() == self.pid {
             select(self.tables(), self.role).vacate(self.slot, self.identity);
+            // Released after the slot is free, never before: a claimed slot
+            // without its lock means a dead holder.
+            self.liveness = None;
         }
     }
 }

@@ -137,9 +137,11 @@ pub fn env_bytes(name: &std::ffi::CStr) -> Option<&'static [u8]> {
 /// that the parent can SIGKILL it at exactly this step or SIGCONT it.
 #[cfg(feature = "failpoints")]
 pub fn stop_self() {
-    // SAFETY: kill with our own pid and a valid signal number has no memory
-    // effects; the call returns once the process is continued.
-    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+    // SAFETY: raise with a valid signal number has no memory effects; the
+    // call returns once the process is continued. raise directs the signal
+    // at this thread (unlike kill on our pid, which may pick another thread
+    // and let this one run on for a moment), so we stop right here.
+    unsafe { libc::raise(libc::SIGSTOP) };
 }
 
 #[cfg(test)]
