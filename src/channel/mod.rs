@@ -40,7 +40,7 @@ pub use error::{
     TrySendError,
 };
 
-use crate::ring::{Region, Repair, RingStats, Side};
+use crate::ring::{Corruption, Region, Repair, RingStats, Side};
 use crate::segment::{
     Address, CreateOptions, LivenessLock, MIN_LIVENESS_KEY, OpenOptions, ProcessIdentity, Segment,
     SegmentError, Shareable,
@@ -317,6 +317,12 @@ pub(crate) trait ClaimRepair: Send {
     fn stats(&self) -> RingStats;
 }
 
+/// What operations report once the segment's file was truncated under us.
+pub const TRUNCATED: Corruption = Corruption {
+    field: "segment file truncated",
+    value: 0,
+};
+
 /// Repair and loss counts of a channel, kept in its ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChannelStats {
@@ -353,6 +359,8 @@ pub(crate) struct Endpoint {
     /// The kernel-kept sign that our slot's holder lives (file-backed
     /// segments); released when we leave, or by the kernel when we die.
     liveness: Option<LivenessLock>,
+    /// The ring's magic word as it was at attach; `check_intact` compares.
+    ring_magic: u64,
     // Last: the tables and the repairer point into its mapping.
     segment: Segment,
 }
@@ -401,8 +409,10 @@ impl Endpoint {
             next_reap: Instant::now(),
             repairer,
             liveness: None,
+            ring_magic: 0,
             segment,
         };
+        endpoint.ring_magic = endpoint.read_ring_magic();
         // A fresh endpoint first clears what dead ones left, so that it
         // (and everyone else) is not stuck behind their claims.
         endpoint.reap(Role::Producer);
@@ -418,6 +428,50 @@ impl Endpoint {
     fn tables(&self) -> &Endpoints {
         // SAFETY: points into `self.segment`'s mapping, alive as long as self.
         unsafe { self.tables.as_ref() }
+    }
+
+    fn read_ring_magic(&self) -> u64 {
+        // Relaxed: compared with itself only; a scribbled value shows.
+        self.segment
+            .view::<AtomicU64>(RING_OFFSET)
+            .map_or(0, |magic| magic.load(Ordering::Relaxed))
+    }
+
+    /// Whether the memory this endpoint works in is still the channel's:
+    /// the segment's file was not truncated under us, and the table's
+    /// `ready` word and the ring's magic still hold what they held at
+    /// attach (a file truncated and grown back reads zeros there). The slow
+    /// paths and every wait slice call it, so that a blocked call ends with
+    /// `Corrupted` instead of waiting on memory nobody else sees.
+    #[cold]
+    pub(crate) fn check_intact(&self) -> Result<(), Corruption> {
+        if self.segment.is_broken() {
+            return Err(TRUNCATED);
+        }
+        // Relaxed: a validity check of words written once at creation.
+        let ready = self.tables().ready.load(Ordering::Relaxed);
+        if ready != READY {
+            return Err(Corruption {
+                field: "channel ready word",
+                value: ready,
+            });
+        }
+        let magic = self.read_ring_magic();
+        if magic != self.ring_magic {
+            return Err(Corruption {
+                field: "ring magic",
+                value: magic,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the segment's file was truncated under us: after a fast-path
+    /// operation, whose effect then went to private memory. One load of a
+    /// process-wide flag until some segment breaks.
+    #[inline]
+    pub(crate) fn truncated(&self) -> bool {
+        self.segment.is_broken()
     }
 
     /// Our slot index, which is also our claimer id in the ring.
@@ -755,7 +809,7 @@ pub(crate) trait PopEnd<T> {
 
 /// One try: full is `Full`, a departed receiver side is `Disconnected`.
 #[inline]
-pub(crate) fn try_send<T>(
+pub(crate) fn try_send<T: Copy>(
     ring: &mut impl PushEnd<T>,
     endpoint: &mut Endpoint,
     item: T,
@@ -764,10 +818,22 @@ pub(crate) fn try_send<T>(
         return Err(TrySendError::Disconnected(item));
     }
     match ring.push(item) {
+        // Pushed into private zeros if the file was truncated: not sent.
+        Ok(()) if endpoint.truncated() => Err(TrySendError::Corrupted(item)),
         Ok(()) => Ok(()),
         Err((item, true)) => Err(TrySendError::Corrupted(item)),
-        Err((item, false)) if endpoint.peer_gone_or_dead() => Err(TrySendError::Disconnected(item)),
-        Err((item, false)) => Err(TrySendError::Full(item)),
+        Err((item, false)) => full_or_gone(endpoint, item),
+    }
+}
+
+#[cold]
+fn full_or_gone<T>(endpoint: &mut Endpoint, item: T) -> Result<(), TrySendError<T>> {
+    if endpoint.check_intact().is_err() {
+        Err(TrySendError::Corrupted(item))
+    } else if endpoint.peer_gone_or_dead() {
+        Err(TrySendError::Disconnected(item))
+    } else {
+        Err(TrySendError::Full(item))
     }
 }
 
@@ -783,7 +849,7 @@ fn clock_free_polls(strategy: WaitStrategy) -> u32 {
 }
 
 /// Sends, waiting for room for `timeout` (or forever).
-pub(crate) fn send<T>(
+pub(crate) fn send<T: Copy>(
     ring: &mut impl PushEnd<T>,
     endpoint: &mut Endpoint,
     mut item: T,
@@ -794,6 +860,7 @@ pub(crate) fn send<T>(
     }
     for _ in 0..clock_free_polls(endpoint.strategy()) {
         match ring.push(item) {
+            Ok(()) if endpoint.truncated() => return Err(SendTimeoutError::Corrupted(item)),
             Ok(()) => return Ok(()),
             Err((back, true)) => return Err(SendTimeoutError::Corrupted(back)),
             Err((back, false)) => item = back,
@@ -819,6 +886,16 @@ pub(crate) fn send<T>(
     }
 }
 
+/// A popped item, unless the file was truncated under us: then it came
+/// from private zeros.
+#[inline]
+fn received<T>(endpoint: &Endpoint, item: T) -> Result<T, TryRecvError> {
+    if endpoint.truncated() {
+        return Err(TryRecvError::Corrupted(TRUNCATED));
+    }
+    Ok(item)
+}
+
 /// One try. An empty ring whose senders have all left reports
 /// `Disconnected` only after a last look, so nothing sent is lost.
 #[inline]
@@ -827,15 +904,21 @@ pub(crate) fn try_recv<T>(
     endpoint: &mut Endpoint,
 ) -> Result<T, TryRecvError> {
     if let Some(item) = ring.pop()? {
-        return Ok(item);
+        return received(endpoint, item);
     }
+    empty_or_gone(ring, endpoint)
+}
+
+#[cold]
+fn empty_or_gone<T>(ring: &mut impl PopEnd<T>, endpoint: &mut Endpoint) -> Result<T, TryRecvError> {
+    endpoint.check_intact()?;
     if !endpoint.peer_gone_or_dead() {
         return Err(TryRecvError::Empty);
     }
     // The last sender's leaving (Release) was seen (Acquire): everything it
     // pushed is visible now.
     match ring.pop()? {
-        Some(item) => Ok(item),
+        Some(item) => received(endpoint, item),
         None => Err(TryRecvError::Disconnected),
     }
 }
@@ -848,7 +931,7 @@ pub(crate) fn recv<T>(
 ) -> Result<T, RecvTimeoutError> {
     for _ in 0..clock_free_polls(endpoint.strategy()) {
         if let Some(item) = ring.pop()? {
-            return Ok(item);
+            return received(endpoint, item).map_err(|_| RecvTimeoutError::Corrupted(TRUNCATED));
         }
         std::hint::spin_loop();
     }

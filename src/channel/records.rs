@@ -160,8 +160,13 @@ impl Sender {
         }
         match self.ring.try_reserve(len) {
             Ok(grant) => Ok(grant),
-            Err(ReserveError::Full) if self.endpoint.peer_gone_or_dead() => {
-                Err(RecordSendError::Disconnected)
+            Err(ReserveError::Full) => {
+                self.endpoint.check_intact()?;
+                if self.endpoint.peer_gone_or_dead() {
+                    Err(RecordSendError::Disconnected)
+                } else {
+                    Err(RecordSendError::Full)
+                }
             }
             Err(e) => Err(reserve_error(e)),
         }
@@ -172,6 +177,10 @@ impl Sender {
         let mut grant = self.try_reserve(record.len())?;
         grant.write_at(0, record);
         grant.commit();
+        if self.endpoint.truncated() {
+            // Written to private zeros: nobody will receive it.
+            return Err(RecordSendError::Corrupted(super::TRUNCATED));
+        }
         Ok(())
     }
 
@@ -298,8 +307,12 @@ impl Receiver {
     /// is `Disconnected`, after a last look.
     fn ready(&mut self) -> Result<(), TryRecvError> {
         if self.ring.poll()? {
+            if self.endpoint.truncated() {
+                return Err(TryRecvError::Corrupted(super::TRUNCATED));
+            }
             return Ok(());
         }
+        self.endpoint.check_intact()?;
         if !self.endpoint.peer_gone_or_dead() {
             return Err(TryRecvError::Empty);
         }

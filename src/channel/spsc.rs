@@ -147,14 +147,20 @@ impl<T: Pod> Sender<T> {
         if self.endpoint.peer_gone() {
             return Err(TrySendError::Disconnected(()));
         }
-        self.ring
+        let sent = self
+            .ring
             .push_slice(items)
-            .map_err(|_| TrySendError::Corrupted(()))
+            .map_err(|_| TrySendError::Corrupted(()))?;
+        if self.endpoint.truncated() {
+            return Err(TrySendError::Corrupted(()));
+        }
+        Ok(sent)
     }
 
     /// Exactly `n` free slots to fill in place, or `TooFew` (see
     /// [`Producer::write_chunk`]); commit the chunk to send them.
-    /// Disconnection is not checked here: see [`Sender::is_disconnected`].
+    /// Disconnection (and truncation of the segment's file) is not checked
+    /// here: see [`Sender::is_disconnected`] and [`Segment::is_broken`].
     pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
         self.ring.write_chunk(n)
     }
@@ -225,6 +231,12 @@ impl<T: Pod> Receiver<T> {
     /// how many (0 when empty).
     pub fn try_recv_slice(&mut self, out: &mut [T]) -> Result<usize, TryRecvError> {
         let n = self.ring.pop_into(out)?;
+        if self.endpoint.truncated() {
+            return Err(TryRecvError::Corrupted(super::TRUNCATED));
+        }
+        if n == 0 {
+            self.endpoint.check_intact()?;
+        }
         if n == 0 && self.endpoint.peer_gone_or_dead() {
             let n = self.ring.pop_into(out)?;
             return if n == 0 {

@@ -550,8 +550,10 @@ impl Segment {
     /// here: the memory reads zeros, and only re-validating its contents
     /// tells. See [`platform::disable_sigbus_handler`](crate::platform::disable_sigbus_handler)
     /// for the handler behind this; SysV segments cannot be truncated.
+    #[inline]
     pub fn is_broken(&self) -> bool {
-        self.mapping.is_broken()
+        // Nothing broke in this process yet: one load, for fast paths.
+        sys::sigbus::any_broken() && self.mapping.is_broken()
     }
 
     /// A shared reference to a `T` made of atomics at `offset` in the user

@@ -25,7 +25,7 @@
 //! syscall), `sigaction` and `raise`, which are async-signal-safe.
 
 use std::ffi::{c_int, c_long, c_void};
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// How many mappings can be protected at once. A mapping registered while
@@ -39,6 +39,16 @@ pub const OPT_OUT_VAR: &str = "IPCRING_NO_SIGBUS_HANDLER";
 
 /// The ranges of this process, read by the handler.
 static REGISTRY: Registry<CAPACITY> = Registry::new();
+
+/// Set once any range of this process was replaced by zeros.
+static ANY_BROKEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether any range of this process was ever found truncated: one load of
+/// a word nobody writes until that happens, cheap enough for fast paths.
+#[inline]
+pub fn any_broken() -> bool {
+    ANY_BROKEN.load(Ordering::Relaxed)
+}
 
 // A slot's state word: bits 0..3 hold the state, bits 3..64 a generation
 // that changes each time the slot is claimed, so that a handler that read
@@ -198,6 +208,12 @@ impl<const N: usize> Registry<N> {
             let protection = slot.protection.load(Ordering::Relaxed);
             let replaced = map_zeros_over(start, len, protection);
             let next = if replaced { BROKEN } else { LIVE };
+            if replaced {
+                // Relaxed: a hint that lets fast paths skip the per-range
+                // check until some range breaks; `is_broken` then decides
+                // with its own Acquire load.
+                ANY_BROKEN.store(true, Ordering::Relaxed);
+            }
             // Release: pairs with the Acquire loads in `Protection::drop`
             // (which then unmaps only after our mmap) and `is_broken`.
             slot.word.store(with_state(word, next), Ordering::Release);
