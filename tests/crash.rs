@@ -131,6 +131,15 @@ fn mpmc_sender_killed_at_each_step() {
         let claimed = failpoint != "mpmc.push.announced";
         assert_eq!(channel_stats(&address).repairs, u64::from(claimed));
         assert_eq!(channel_stats(&address).losses, 0);
+        // `ipcring stat` shows the same counters.
+        let stat = std::process::Command::new(env!("CARGO_BIN_EXE_ipcring"))
+            .args(["stat", &address.to_string(), "--json"])
+            .output()
+            .unwrap();
+        assert!(stat.status.success());
+        let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+        assert_eq!(stat["repairs"], u64::from(claimed), "{failpoint}");
+        assert_eq!(stat["losses"], 0, "{failpoint}");
         drop((rx, tx));
         let mut fresh_tx = mpmc::Sender::<u64>::open(&address).unwrap();
         let mut fresh_rx = mpmc::Receiver::<u64>::open(&address).unwrap();

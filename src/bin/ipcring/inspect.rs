@@ -47,8 +47,14 @@ pub fn stat(name: &str, as_json: bool) -> Result<(), String> {
         .parse()
         .map_err(|e: SegmentError| format!("stat: {e}"))?;
     let info = Segment::inspect(&address).map_err(|e| format!("stat: {e}"))?;
+    let repairs = channel_stats(&address, info.kind);
     if as_json {
-        println!("{}", info_json(&address.to_string(), &info));
+        let mut value = info_json(&address.to_string(), &info);
+        if let Some(stats) = repairs {
+            value["repairs"] = json!(stats.repairs);
+            value["losses"] = json!(stats.losses);
+        }
+        println!("{value}");
         return Ok(());
     }
     let (alive, dead) = count_alive(&info.participants);
@@ -78,7 +84,32 @@ pub fn stat(name: &str, as_json: bool) -> Result<(), String> {
         let state = if p.alive { "alive" } else { "dead" };
         println!("  pid {:<10} {state}", p.pid);
     }
+    if let Some(stats) = repairs {
+        println!(
+            "repairs:        {} (claims of dead endpoints repaired)",
+            stats.repairs
+        );
+        println!(
+            "losses:         {} (items dropped with a receiver that died holding them)",
+            stats.losses
+        );
+    }
     Ok(())
+}
+
+/// The repair counters of a many-writer channel (MPMC or records), read
+/// through a read-only mapping; `None` for other kinds, or if unreadable.
+fn channel_stats(address: &Address, kind: u32) -> Option<ipcring::channel::ChannelStats> {
+    use ipcring::channel::{mpmc, records};
+    if ![mpmc::KIND, records::KIND_SINGLE, records::KIND_MANY].contains(&kind) {
+        return None;
+    }
+    let options = ipcring::segment::OpenOptions::new()
+        .read_only()
+        .allow_foreign_owner(true)
+        .timeout(std::time::Duration::ZERO);
+    let segment = Segment::open(address, &options).ok()?;
+    ipcring::channel::stats(&segment).ok()
 }
 
 pub fn rm(names: &[String]) -> Result<(), String> {
