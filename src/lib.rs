@@ -4,15 +4,17 @@
 //!
 //! | layer       | owns                                                  |
 //! |-------------|-------------------------------------------------------|
-//! | [`segment`] | named (POSIX, SysV) and anonymous (memfd) shared memory with a validated header and a participants table |
+//! | [`channel`] | the endpoints users hold: SPSC, MPMC and record channels, roles, disconnection, repair of dead endpoints' claims |
+//! | [`ring`]    | the lock-free algorithms over raw memory: SPSC, MPMC, records, claim records and repair |
+//! | [`segment`] | named (POSIX, SysV) and anonymous (memfd) shared memory with a validated header, a participants table and liveness locks |
 //! | [`sync`]    | the futex wait/notify handshake and wait strategies    |
 //! | `sys`       | every libc call (private)                              |
 //!
-//! Rings and channels build on these next; see the README for what exists.
-//!
 //! Shared memory is treated as untrusted: every value read from a segment is
 //! validated before use, and a wrong or damaged segment yields a typed
-//! [`segment::SegmentError`], never a panic.
+//! error ([`segment::SegmentError`], or `Corrupted` from a channel), never a
+//! panic. A process killed at any step of a channel operation leaves a
+//! channel the others keep using: see docs/crash-behavior.md.
 //!
 //! **A SIGBUS handler.** A named POSIX segment is a file that anyone with
 //! write access can truncate while we have it mapped, and the next access
