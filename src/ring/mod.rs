@@ -293,7 +293,10 @@ impl RingHeader {
         // bytes.
         let header = unsafe { &*region.as_ptr().cast::<RingHeader>() };
         let (capacity, flags) = header.info.check(expect.0, expect.1, expect.2)?;
-        Ok((NonNull::from(header), capacity, flags))
+        // From the region's pointer, not from `header`: callers cast it to a
+        // larger header (with claim records), which a pointer derived from
+        // a `&RingHeader` may not reach.
+        Ok((region.ptr.cast(), capacity, flags))
     }
 }
 
