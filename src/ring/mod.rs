@@ -21,6 +21,8 @@ pub mod spsc;
 mod bytes;
 #[cfg(all(test, not(loom), feature = "failpoints"))]
 mod recovery_tests;
+#[cfg(all(test, not(loom), feature = "failpoints"))]
+mod review_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
