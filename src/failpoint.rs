@@ -32,7 +32,6 @@ pub const NAMES: &[&str] = &[
     "record.consume",
     "record.release.marked",
     "record.release.zeroed",
-    "channel.attach.locked",
     "channel.attach.claimed",
     "channel.detach.freed",
     "channel.reap.marked",

@@ -4,6 +4,7 @@
 //! survivors see. docs/crash-behavior.md is the matrix these tests drive.
 //! The same stop without the kill (SIGCONT later) shows that a stopped peer
 //! is never repaired behind its back.
+#![cfg(feature = "failpoints")]
 
 mod common;
 

@@ -59,7 +59,6 @@ fn child_address() -> Address {
 /// A sender in another pid namespace reaps our live receiver when it
 /// attaches, and its send reports the receiver side gone.
 #[test]
-#[ignore = "review: fails until endpoints use liveness locks"]
 fn a_live_receiver_is_not_reaped_from_another_pid_namespace() {
     const NAME: &str = "a_live_receiver_is_not_reaped_from_another_pid_namespace";
     if child_role().is_some() {
@@ -92,7 +91,6 @@ fn a_live_receiver_is_not_reaped_from_another_pid_namespace() {
 /// namespace and takes its slot, so both push under claimer id 0 (which
 /// `MpmcHandle::attach`'s safety contract forbids).
 #[test]
-#[ignore = "review: fails until endpoints use liveness locks"]
 fn a_live_sender_in_another_pid_namespace_keeps_its_slot() {
     const NAME: &str = "a_live_sender_in_another_pid_namespace_keeps_its_slot";
     if child_role().is_some() {

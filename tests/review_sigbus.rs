@@ -47,7 +47,6 @@ fn sigbus_disposition() -> libc::sighandler_t {
 }
 
 #[test]
-#[ignore = "review: fails until a forwarded SIGBUS cannot uninstall the handler"]
 fn a_sent_sigbus_leaves_the_protection_in_place() {
     if child_role().is_some() {
         let std_handler = sigbus_disposition();

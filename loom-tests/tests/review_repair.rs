@@ -24,7 +24,6 @@ fn mpmc_handle(heap: &Arc<HeapRegion>, id: u8) -> MpmcHandle<u32> {
 /// attributable neither by `tail` nor by its slot, `repair` does nothing,
 /// and every consumer waits at `p` forever.
 #[test]
-#[ignore = "review: fails until mark_previous is ordered after the claim it marks"]
 fn mpmc_a_dead_claim_is_always_repairable() {
     model(|| {
         let heap = Arc::new(HeapRegion::new(MpmcRing::<u32>::required_size(2).unwrap()).unwrap());
@@ -90,7 +89,6 @@ fn mpmc_a_dead_claim_is_always_repairable() {
 /// then return the same old word, and `try_push` reports a healthy ring as
 /// corrupt.
 #[test]
-#[ignore = "review: fails until marks synchronise (AcqRel)"]
 fn mpmc_a_marked_slot_is_not_corruption() {
     model(|| {
         let heap = Arc::new(HeapRegion::new(MpmcRing::<u32>::required_size(2).unwrap()).unwrap());
@@ -131,7 +129,6 @@ fn mpmc_a_marked_slot_is_not_corruption() {
 /// compare-exchange then replaces a word of a live record's payload with
 /// a skip header.
 #[test]
-#[ignore = "review: fails until repair re-checks head after reading the header"]
 fn record_repair_never_writes_into_a_later_lap() {
     model(|| {
         let heap = Arc::new(HeapRegion::new(RecordRing::required_size(64).unwrap()).unwrap());

@@ -584,8 +584,9 @@ impl Endpoint {
             return false;
         }
         let mark = self.identity | REAPING;
-        // Acquire: pairs with the Release CAS in `vacate` and the holder's
-        // claim, so the claim record we read next is the dead holder's.
+        // Acquire: pairs with the Release CAS in `vacate` by whoever freed
+        // the slot before the dead holder claimed it; the record we read
+        // next is checked against our mark anyway.
         if table.slots[index]
             .compare_exchange(word, mark, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
@@ -610,7 +611,9 @@ impl Endpoint {
     /// Claims slot 0 of our side, taking it over from a dead holder.
     fn claim_exclusive(&mut self) -> Result<usize, ChannelError> {
         let table = select(self.tables(), self.role);
-        for _ in 0..64 {
+        // A live reaper may hold the slot for a moment; give it a second.
+        let deadline = Deadline::after(Duration::from_secs(1));
+        while !deadline.has_passed() {
             let holder = table.slots[0].load(Ordering::Relaxed);
             if holder == 0 {
                 // Lock first: from the claim on, others judge us by it.
@@ -632,10 +635,11 @@ impl Endpoint {
             }
             // A dead holder, or a reaper at work: reap (or let it finish).
             if !self.reap_slot(self.role, 0, holder) {
-                std::thread::yield_now();
+                std::thread::sleep(Duration::from_micros(100));
             }
         }
-        // Lost every race: others keep taking and leaving the slot.
+        // Lost every race for a second: others keep taking and leaving the
+        // slot, or a reaper is stuck (stopped) in the middle of it.
         let holder = table.slots[0].load(Ordering::Relaxed) & !REAPING;
         Err(ChannelError::RoleTaken {
             role: self.role.name(),
@@ -748,7 +752,7 @@ fn wait_ready(tables: &Endpoints) -> Result<(), ChannelError> {
 /// (freeing its slot, then waking the other side with `$wake` so a blocked
 /// peer sees the departure at once).
 macro_rules! endpoint_common {
-    ($end:ident $(<$t:ident>)?, $wake:ident) => {
+    ($end:ident $(<$t:ident>)?, $wake:ident $(, $before_leaving:ident)?) => {
         impl$(<$t: $crate::ring::Pod>)? $end$(<$t>)? {
             /// Whether the other side has left entirely (or was found dead).
             /// Items it sent may still wait to be received.
@@ -775,6 +779,9 @@ macro_rules! endpoint_common {
 
         impl$(<$t: $crate::ring::Pod>)? Drop for $end$(<$t>)? {
             fn drop(&mut self) {
+                // Whatever the ring must finish first (a leaked grant to
+                // publish), while our slot still protects it.
+                $(self.ring.$before_leaving();)?
                 self.endpoint.leave();
                 self.ring.$wake();
             }

@@ -390,6 +390,6 @@ fn pop_error(e: crate::ring::record::PopError) -> TryRecvError {
     }
 }
 
-super::endpoint_common!(Sender, wake_consumer);
+super::endpoint_common!(Sender, wake_consumer, abandon_leaked_grant);
 
 super::endpoint_common!(Receiver, wake_producers);

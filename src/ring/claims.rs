@@ -23,8 +23,8 @@
 //! |--------|-------------|------------|---------|
 //! | 0      | `repairs`   | repairers  | claims of dead owners repaired, ever |
 //! | 8      | `losses`    | repairers  | committed items dropped because their consumer died holding them |
-//! | 128    | `producers` | producer `i` its own `[i]` | 32 records, one per 128-byte line |
-//! | 4224   | `consumers` | consumer `i` its own `[i]` | 32 records, one per 128-byte line |
+//! | 128    | `producers` | producer `i` its own `[i]` | 32 lines of 128 bytes: the claim record, then (record ring) the full start position it announces |
+//! | 4224   | `consumers` | consumer `i` its own `[i]` | the same for consumers |
 
 use crossbeam_utils::CachePadded;
 
@@ -71,18 +71,35 @@ pub struct RingStats {
     pub losses: u64,
 }
 
+impl Record {
+    fn new() -> Record {
+        Record {
+            claim: AtomicU64::new(NO_CLAIM),
+            start: AtomicU64::new(0),
+        }
+    }
+}
+
 #[repr(C)]
 pub(crate) struct Counters {
     repairs: AtomicU64,
     losses: AtomicU64,
 }
 
+/// One claimer's line: its claim record, and (for the record ring) the
+/// full start position of the range the record announces.
+#[repr(C)]
+pub(crate) struct Record {
+    claim: AtomicU64,
+    start: AtomicU64,
+}
+
 /// The claim records and repair counters of a many-writer ring.
 #[repr(C)]
 pub(crate) struct ClaimTable {
     counters: CachePadded<Counters>,
-    producers: [CachePadded<AtomicU64>; 32],
-    consumers: [CachePadded<AtomicU64>; 32],
+    producers: [CachePadded<Record>; 32],
+    consumers: [CachePadded<Record>; 32],
 }
 
 impl ClaimTable {
@@ -93,14 +110,14 @@ impl ClaimTable {
                 repairs: AtomicU64::new(0),
                 losses: AtomicU64::new(0),
             }),
-            producers: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(NO_CLAIM))),
-            consumers: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(NO_CLAIM))),
+            producers: std::array::from_fn(|_| CachePadded::new(Record::new())),
+            consumers: std::array::from_fn(|_| CachePadded::new(Record::new())),
         }
     }
 
-    /// Claimer `id`'s record on `side` (`id` below [`MAX_CLAIMERS`]).
+    /// Claimer `id`'s line on `side` (`id` below [`MAX_CLAIMERS`]).
     #[inline]
-    pub(crate) fn record(&self, side: Side, id: u8) -> &AtomicU64 {
+    fn line(&self, side: Side, id: u8) -> &Record {
         let records = match side {
             Side::Producer => &self.producers,
             Side::Consumer => &self.consumers,
@@ -108,6 +125,18 @@ impl ClaimTable {
         // Ids are checked at attach and by `check_id`; masking keeps a bad
         // one in bounds regardless.
         &records[usize::from(id) & 31]
+    }
+
+    /// Claimer `id`'s claim record on `side`.
+    #[inline]
+    pub(crate) fn record(&self, side: Side, id: u8) -> &AtomicU64 {
+        &self.line(side, id).claim
+    }
+
+    /// The full start position beside claimer `id`'s record (record ring).
+    #[inline]
+    pub(crate) fn start(&self, side: Side, id: u8) -> &AtomicU64 {
+        &self.line(side, id).start
     }
 
     /// Reads claimer `id`'s record.

@@ -40,8 +40,9 @@
 //! [`MpmcHandle::repair`] for a claimer it found dead; the ring turns that
 //! claimer's pending slot into `SKIP(p)` (a producer: nothing committed is
 //! lost) or frees it (a consumer: the item it held is dropped and counted,
-//! so delivery is at most once). A claimer that is alive is never repaired,
-//! however slow.
+//! so delivery is at most once). The channel layer repairs only claimers
+//! whose liveness lock the kernel released (dead ones), however slow a
+//! live one is.
 //!
 //! A sequence that no correct peer writes (a position that is not this
 //! slot's, more than a lap behind, or ahead while the counter has not moved)
@@ -332,19 +333,26 @@ impl<T: Pod> MpmcHandle<T> {
             Side::Consumer if current == skip(position) => reading(position, owner, true),
             _ => return,
         };
-        // Relaxed: the mark publishes no data; the owner's own Release
-        // store (`FULL`, `FREE`) still publishes its value, and a repair
-        // orders itself through its own Acquire load of the slot.
+        // AcqRel: the mark publishes no data (the owner's own Release store
+        // of `FULL` or `FREE` does), but a producer or consumer that later
+        // reads the mark with Acquire must also see everything we saw, the
+        // counter past this claim included; with Relaxed it could read the
+        // mark, reload a stale counter and call the ring corrupt.
         let _ =
             slot.sequence
-                .compare_exchange(current, marked, Ordering::Relaxed, Ordering::Relaxed);
+                .compare_exchange(current, marked, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// Pushes one item, or gives it back if the ring is full. Lock-free.
     #[inline]
     pub fn try_push(&self, item: T) -> Result<(), PushError<T>> {
         let header = self.header();
-        let mut word = header.ring.tail.load(Ordering::Relaxed);
+        // Acquire (here, on CAS failure and on reload): pairs with the
+        // Release CAS of the claimer that wrote this word, so its slot (and
+        // the previous lap's) is seen at least as new as it saw it; else
+        // `mark_previous` could read an older lap's sequence and miss the
+        // claim it must mark, or see a mark and take the ring for corrupt.
+        let mut word = header.ring.tail.load(Ordering::Acquire);
         let mut retries = 0;
         loop {
             self.mark_previous(word, Side::Producer);
@@ -366,7 +374,7 @@ impl<T: Pod> MpmcHandle<T> {
                     word,
                     claims::pack(position.wrapping_add(1), Some(self.id)),
                     Ordering::Release,
-                    Ordering::Relaxed,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) => {
                         failpoint!("mpmc.push.claimed", Err(PushError::Full(item)));
@@ -392,7 +400,7 @@ impl<T: Pod> MpmcHandle<T> {
             } else if lag >= 0 {
                 // Someone claimed `position` (or later) already: our view of
                 // `tail` is stale. Catch up, unless it has not moved.
-                let current = header.ring.tail.load(Ordering::Relaxed);
+                let current = header.ring.tail.load(Ordering::Acquire);
                 retries += 1;
                 if current == word || retries > MAX_RETRIES {
                     return Err(PushError::Corrupted(item, self.corrupted(sequence)));
@@ -411,7 +419,8 @@ impl<T: Pod> MpmcHandle<T> {
     #[inline]
     pub fn try_pop(&self) -> Result<T, PopError> {
         let header = self.header();
-        let mut word = header.ring.head.load(Ordering::Relaxed);
+        // Acquire: as in `try_push`.
+        let mut word = header.ring.head.load(Ordering::Acquire);
         let mut retries = 0;
         loop {
             self.mark_previous(word, Side::Consumer);
@@ -433,7 +442,7 @@ impl<T: Pod> MpmcHandle<T> {
                     word,
                     next,
                     Ordering::Release,
-                    Ordering::Relaxed,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) => {
                         failpoint!("mpmc.pop.claimed", Err(PopError::Empty));
@@ -469,7 +478,7 @@ impl<T: Pod> MpmcHandle<T> {
             } else if lag == 0 && (state == FREE || state == WRITING) {
                 return Err(PopError::Empty);
             } else if lag >= 0 {
-                let current = header.ring.head.load(Ordering::Relaxed);
+                let current = header.ring.head.load(Ordering::Acquire);
                 retries += 1;
                 if current == word || retries > MAX_RETRIES {
                     return Err(PopError::Corrupted(self.corrupted(sequence)));

@@ -297,8 +297,9 @@ impl RecordProducer {
     /// # Safety
     ///
     /// If the ring was made for [`ProducerMode::Single`], no other producer
-    /// may use it while the returned one lives. With many producers, no
-    /// other producer with the same `id` may.
+    /// may reserve while the returned one reserves. With many producers, no
+    /// other producer with the same `id` may. (A handle that never reserves,
+    /// used only to repair, reads `stats` or waits, takes no part.)
     pub unsafe fn attach(region: Region, id: u8) -> Result<RecordProducer, RingError> {
         let id = claims::check_id(id)?;
         let shared = Shared::attach(region)?;
@@ -348,7 +349,7 @@ impl RecordProducer {
     /// record the consumer skips, and so does a leaked one (at the next
     /// reserve, or when this producer is dropped).
     pub fn try_reserve(&mut self, len: usize) -> Result<RecordGrant<'_>, ReserveError> {
-        self.abandon_leaked();
+        self.abandon_leaked_grant();
         let max = self.max_payload();
         if len > max {
             return Err(ReserveError::TooLarge { len, max });
@@ -414,6 +415,13 @@ impl RecordProducer {
             };
             let need = pad + size;
             let header = self.shared.header();
+            // The full start first, then the record that names it (Release
+            // in `announce`): a repair that reads the record (Acquire) and
+            // then the start sees this start or a later one.
+            header
+                .claims
+                .start(Side::Producer, self.id)
+                .store(tail, Ordering::Relaxed);
             header
                 .claims
                 .announce(Side::Producer, self.id, claim_record(tail, need));
@@ -532,6 +540,10 @@ impl RecordProducer {
                 // Release: pairs with the consumer's Acquire header load,
                 // publishing the payload written before it.
                 slot.store(word, Ordering::Release);
+                // The claim is published: nothing is left for a repair to
+                // find, however long this record stays. (A stale record
+                // could otherwise name bytes a later lap reuses.)
+                header.claims.announce(Side::Producer, self.id, NO_CLAIM);
             }
         }
         header.ring.data_ready.notify_one();
@@ -540,7 +552,10 @@ impl RecordProducer {
     /// A grant handed out earlier and neither committed nor dropped (it was
     /// leaked): publish it as a skip, so the consumer is not stuck at it.
     /// With one producer nothing was published yet, so it simply never was.
-    fn abandon_leaked(&mut self) {
+    /// Runs at the next reserve and on drop; call it before the producer's
+    /// endpoint leaves, so that no one sees the producers gone while a
+    /// reservation of theirs is still open.
+    pub fn abandon_leaked_grant(&mut self) {
         if let Some((position, len)) = self.open.take() {
             if self.shared.mode == ProducerMode::Many {
                 self.publish(position, len, true);
@@ -613,7 +628,7 @@ impl RecordProducer {
 
 impl Drop for RecordProducer {
     fn drop(&mut self) {
-        self.abandon_leaked();
+        self.abandon_leaked_grant();
     }
 }
 
@@ -663,71 +678,87 @@ impl Shared {
         // since the caller read the record has set its confirmed bit. Any
         // other change means the record is no longer the dead owner's.
         let current = header.claims.load(Side::Producer, id);
-        if current & !CONFIRMED != record & !CONFIRMED {
+        if current == NO_CLAIM || current & !CONFIRMED != record & !CONFIRMED {
             return Repair::Nothing;
         }
         let record = current;
+        // Relaxed: stored before the record (Release), which we read with
+        // Acquire.
+        let start = header
+            .claims
+            .start(Side::Producer, id)
+            .load(Ordering::Relaxed);
         let tail = claims::position(tail_word);
         let need = (record & NEED_MASK) << 3;
-        let start = if claims::owner(tail_word) == Some(id) && claim_start(record, tail).is_some() {
-            tail.wrapping_sub(need)
-        } else if record & CONFIRMED != 0 {
-            // Somewhere before `tail`, within one buffer: rebuild the full
-            // position from its low 35 bits.
-            let back = ((tail >> 3).wrapping_sub(record >> 32) & 0xffff_ffff) << 3;
-            tail.wrapping_sub(back)
-        } else {
-            // The reservation was never made (the CAS failed or never ran).
-            return Repair::Nothing;
-        };
         let capacity = self.capacity;
-        if need < 8 || need > capacity || start.wrapping_sub(tail) as i64 > 0 {
+        if tail % 8 != 0
+            || start % 8 != 0
+            || claim_record(start, need) != record & !CONFIRMED
+            || need < 8
+            || need > capacity
+        {
+            // A start that is not the record's (a producer that died
+            // between the two stores never made its CAS), or scribbled
+            // words: nothing we can repair safely.
             return Repair::Nothing;
         }
-        // Acquire: pairs with the consumer's Release store of `head`.
-        let head = header.ring.head.load(Ordering::Acquire);
-        if (start.wrapping_add(need)).wrapping_sub(head) as i64 <= 0 {
-            // Already consumed: it was committed (or repaired) and passed.
+        let end = start.wrapping_add(need);
+        let latest = claims::owner(tail_word) == Some(id) && end == tail;
+        if !latest && record & CONFIRMED == 0 {
+            // The reservation was never made (the CAS failed or never ran).
+            return Repair::Nothing;
+        }
+        if end.wrapping_sub(tail) as i64 > 0 {
             return Repair::Nothing;
         }
         let to_end = capacity - (start & (capacity - 1));
         let pad = if need > to_end { to_end } else { 0 };
-        // Each header is rewritten only while the consumer has not passed
-        // it: once it has, that header was there, and its bytes may already
-        // belong to a later lap's records. The consumer cannot pass a
-        // missing header, so `head` stays at or before it until we write.
-        if pad > 0 && start.wrapping_sub(head) as i64 >= 0 {
-            let word = self.buffer.word(self.offset(start));
-            // Acquire: pairs with the Release store of a header here.
-            let current = word.load(Ordering::Acquire);
-            let padded = COMMITTED | tag(start) | PAD_LEN;
-            if current != padded {
-                // Release: pairs with the consumer's Acquire header load.
-                let _ =
-                    word.compare_exchange(current, padded, Ordering::Release, Ordering::Relaxed);
-            }
-        }
         let position = start.wrapping_add(pad);
         let size = need - pad;
         if size < 8 || size as usize - HEADER > self.max_payload() {
             return Repair::Nothing;
         }
-        if (position.wrapping_sub(head) as i64) < 0 {
-            return Repair::Nothing;
-        }
-        let word = self.buffer.word(self.offset(position));
-        // Acquire: pairs with the producer's Release commit store.
-        let current = word.load(Ordering::Acquire);
-        if current & COMMITTED != 0 && current & TAG_MASK == tag(position) {
-            return Repair::Nothing;
+        if pad > 0 {
+            let padded = COMMITTED | tag(start) | PAD_LEN;
+            self.rewrite_header(start, |current| (current != padded).then_some(padded));
         }
         let skipped = COMMITTED | tag(position) | SKIP | (size - HEADER as u64);
-        // Release: pairs with the consumer's Acquire header load, so the dead
-        // producer's writes happen before the consumer passes the range.
-        match word.compare_exchange(current, skipped, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => Repair::Skipped,
-            Err(_) => Repair::Nothing,
+        let rewritten = self.rewrite_header(position, |current| {
+            // A committed record (or a skip already written) stays.
+            (current & COMMITTED == 0 || current & TAG_MASK != tag(position)).then_some(skipped)
+        });
+        if rewritten {
+            Repair::Skipped
+        } else {
+            Repair::Nothing
         }
+    }
+
+    /// Replaces the header word at `position` with what `replace` makes of
+    /// it, unless the consumer has passed `position`: then the header was
+    /// there, and its bytes may already belong to a later lap. True if
+    /// this call wrote it.
+    ///
+    /// `head` is read after the header word: once we have read a header
+    /// that is missing or not committed, the consumer cannot pass it until
+    /// someone writes it, so a `head` still at or before it then means the
+    /// bytes are still this lap's when the compare-exchange lands.
+    fn rewrite_header(&self, position: u64, replace: impl FnOnce(u64) -> Option<u64>) -> bool {
+        let word = self.buffer.word(self.offset(position));
+        // Acquire: pairs with the Release store of a header here.
+        let current = word.load(Ordering::Acquire);
+        let Some(replacement) = replace(current) else {
+            return false;
+        };
+        // Acquire: pairs with the consumer's Release store of `head`.
+        let head = self.header().ring.head.load(Ordering::Acquire);
+        if (position.wrapping_sub(head) as i64) < 0 {
+            return false;
+        }
+        // Release: pairs with the consumer's Acquire header load, so the
+        // dead producer's writes happen before the consumer passes it.
+        word.compare_exchange(current, replacement, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
     }
 }
 
@@ -962,8 +993,9 @@ impl RecordConsumer {
     }
 
     /// A record must lie within what producers reserved: with one, what
-    /// `tail` published; with many, what they claimed, so that a scribbled
-    /// length cannot make us read (or zero) bytes still being written.
+    /// `tail` published; with many, what they claimed (which includes ranges
+    /// still being written), so that a scribbled length cannot make us read
+    /// (or zero) bytes beyond anything reserved.
     fn check_published(&mut self, size: u64, word: u64) -> Result<(), Corruption> {
         if size <= self.cached_tail.wrapping_sub(self.head) {
             return Ok(());

@@ -389,20 +389,7 @@ fn install() -> bool {
     // the flags too. Our handler cannot run before the sigaction below.
     PREVIOUS_HANDLER.store(previous.sa_sigaction, Ordering::Release);
 
-    // SAFETY: as above.
-    let mut ours: libc::sigaction = unsafe { std::mem::zeroed() };
-    ours.sa_sigaction =
-        on_sigbus as extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) as libc::sighandler_t;
-    // SA_SIGINFO for the fault address. SA_ONSTACK: run on the thread's
-    // alternate stack if it has one (Rust threads do), as a fault may come
-    // with little stack left. SA_RESTART: a SIGBUS sent with kill() to a
-    // process that ignored it must not now make its syscalls fail with
-    // EINTR. No SA_NODEFER: SIGBUS stays blocked while we run, so a fault
-    // inside the handler kills instead of recursing, and a `raise` in
-    // `forward` waits until we return.
-    ours.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
-    // SAFETY: `ours.sa_mask` is a valid sigset_t to clear.
-    unsafe { libc::sigemptyset(&mut ours.sa_mask) };
+    let ours = our_action();
     // SAFETY: as above.
     let mut replaced: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: `ours` is fully initialised and `on_sigbus` has the
@@ -418,6 +405,51 @@ fn install() -> bool {
         return false;
     }
     true
+}
+
+/// Our disposition for SIGBUS. Async-signal-safe to build.
+fn our_action() -> libc::sigaction {
+    // SAFETY: an all-zero sigaction is a valid value of this C struct.
+    let mut ours: libc::sigaction = unsafe { std::mem::zeroed() };
+    ours.sa_sigaction =
+        on_sigbus as extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) as libc::sighandler_t;
+    // SA_SIGINFO for the fault address. SA_ONSTACK: run on the thread's
+    // alternate stack if it has one (Rust threads do), as a fault may come
+    // with little stack left. SA_RESTART: a SIGBUS sent with kill() to a
+    // process that ignored it must not now make its syscalls fail with
+    // EINTR. No SA_NODEFER: SIGBUS stays blocked while we run, so a fault
+    // inside the handler kills instead of recursing, and a `raise` in
+    // `forward` waits until we return.
+    ours.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+    // SAFETY: `ours.sa_mask` is a valid sigset_t to clear (sigemptyset is
+    // async-signal-safe).
+    unsafe { libc::sigemptyset(&mut ours.sa_mask) };
+    ours
+}
+
+/// After a chained handler ran for a signal that will not fault again (one
+/// sent with `kill`): if it changed SIGBUS's disposition (std's handler
+/// resets it to the default for anything outside a guard page), take that
+/// as the new disposition to forward to, and put ours back, so that one
+/// sent SIGBUS does not switch the truncation protection off for good.
+fn reinstall_after_chaining(signal: c_int) {
+    // SAFETY: an all-zero sigaction is a valid value of this C struct.
+    let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: sigaction is async-signal-safe; a null new action only
+    // queries, and `now` is writable.
+    if unsafe { libc::sigaction(signal, std::ptr::null(), &mut now) } != 0 {
+        return;
+    }
+    let ours = our_action();
+    if now.sa_sigaction == ours.sa_sigaction {
+        return;
+    }
+    PREVIOUS_FLAGS.store(now.sa_flags, Ordering::Relaxed);
+    // Release: pairs with the Acquire load in `forward`.
+    PREVIOUS_HANDLER.store(now.sa_sigaction, Ordering::Release);
+    // SAFETY: `ours` is fully initialised and `on_sigbus` has the
+    // SA_SIGINFO signature.
+    unsafe { libc::sigaction(signal, &ours, std::ptr::null_mut()) };
 }
 
 /// The handler. Async-signal-safe: atomics, one raw mmap, sigaction, raise.
@@ -495,6 +527,9 @@ fn forward(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void, code
         // plain `void (*)(int)` handler.
         let chained = unsafe { std::mem::transmute::<usize, extern "C" fn(c_int)>(handler) };
         chained(signal);
+    }
+    if !refaults {
+        reinstall_after_chaining(signal);
     }
 }
 
