@@ -19,6 +19,7 @@ pub mod record;
 pub mod spsc;
 
 mod bytes;
+mod copy;
 #[cfg(all(test, not(loom), feature = "failpoints"))]
 mod recovery_tests;
 #[cfg(all(test, not(loom), feature = "failpoints"))]

@@ -383,7 +383,7 @@ impl<T: Pod> MpmcHandle<T> {
                             // its slot read FREE(position) makes the value
                             // ours until we publish; marks and repairs touch
                             // only the sequence.
-                            unsafe { value.write(item) }
+                            unsafe { super::copy::store(value, item) }
                         });
                         failpoint!("mpmc.push.written", Err(PushError::Full(item)));
                         // Release: pairs with the Acquire sequence load in
@@ -452,7 +452,7 @@ impl<T: Pod> MpmcHandle<T> {
                                 // while its slot read FULL(position) makes
                                 // the published value ours until we free the
                                 // slot; any bytes are a valid T (Pod).
-                                unsafe { value.read() }
+                                unsafe { super::copy::load(value) }
                             })
                         });
                         failpoint!("mpmc.pop.read", Err(PopError::Empty));

@@ -279,7 +279,7 @@ impl<T: Pod> Producer<T> {
         self.shared.slot(self.tail_slot).with_mut(|slot| {
             // SAFETY: the slot at `tail` is free: the consumer released it
             // (head > tail - capacity) and will not read it until we publish.
-            unsafe { slot.write(item) }
+            unsafe { super::copy::store(slot, item) }
         });
         self.publish(1);
         Ok(())
@@ -395,7 +395,7 @@ impl<T: Pod> WriteChunk<'_, T> {
         self.producer.shared.slot(index).with_mut(|slot| {
             // SAFETY: slots of the chunk are free and owned by the producer
             // until it publishes them.
-            unsafe { slot.write(item) }
+            unsafe { super::copy::store(slot, item) }
         });
         true
     }
@@ -411,8 +411,8 @@ impl<T: Pod> WriteChunk<'_, T> {
             // (see `as_raw_parts`), `split <= first_len` and
             // `n - split <= second_len`; `items` cannot overlap the ring.
             unsafe {
-                std::ptr::copy_nonoverlapping(items.as_ptr(), first, split);
-                std::ptr::copy_nonoverlapping(items.as_ptr().add(split), second, n - split);
+                super::copy::store_slice(first, &items[..split]);
+                super::copy::store_slice(second, &items[split..n]);
             }
         }
         #[cfg(loom)]
@@ -523,7 +523,7 @@ impl<T: Pod> Consumer<T> {
             // SAFETY: the slot at `head` is full: the producer published it
             // (tail > head) and will not write it until we release it. Any
             // bytes are a valid T (Pod).
-            unsafe { slot.read() }
+            unsafe { super::copy::load(slot) }
         });
         self.release(1);
         Ok(item)
@@ -628,7 +628,7 @@ impl<T: Pod> ReadChunk<'_, T> {
         Some(self.consumer.shared.slot(index).with(|slot| {
             // SAFETY: slots of the chunk are published and not yet released,
             // so the producer does not write them.
-            unsafe { slot.read() }
+            unsafe { super::copy::load(slot) }
         }))
     }
 
@@ -643,8 +643,8 @@ impl<T: Pod> ReadChunk<'_, T> {
             // `as_raw_parts`); `split <= first_len`, `n - split <= second
             // length`; `out` cannot overlap the ring.
             unsafe {
-                std::ptr::copy_nonoverlapping(first, out.as_mut_ptr(), split);
-                std::ptr::copy_nonoverlapping(second, out.as_mut_ptr().add(split), n - split);
+                super::copy::load_slice(first, &mut out[..split]);
+                super::copy::load_slice(second, &mut out[split..n]);
             }
         }
         #[cfg(loom)]
