@@ -1,11 +1,33 @@
-//! Inputs for the `segment_image` fuzz target, replayed through the same
-//! code (`fuzz/replay/`) as plain tests, so that CI checks them without
-//! cargo-fuzz or a nightly compiler: a few made by hand that walk every
-//! ring kind and failpoint, and those the fuzzer found, each named for
-//! what it found.
+//! Inputs for the `segment_image` and `channel_image` fuzz targets,
+//! replayed through the same code (`fuzz/replay/`) as plain tests, so that
+//! CI checks them without cargo-fuzz or a nightly compiler: a few made by
+//! hand that walk every kind and failpoint, and those the fuzzer found,
+//! each named for what it found.
 
+use std::sync::Mutex;
+
+#[path = "../fuzz/replay/channel_image.rs"]
+mod channel_image;
 #[path = "../fuzz/replay/segment_image.rs"]
 mod segment_image;
+
+/// Held by every test that counts descriptors, so that no other test opens
+/// or closes one meanwhile.
+static DESCRIPTORS: Mutex<()> = Mutex::new(());
+
+/// Replays a channel input, checking that it leaves no descriptor open.
+fn replay_channel(input: &[u8]) {
+    let _guard = DESCRIPTORS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before = channel_image::open_descriptors();
+    channel_image::replay(input);
+    assert_eq!(
+        channel_image::open_descriptors(),
+        before,
+        "descriptors leaked: {input:?}"
+    );
+}
 
 /// An input in the targets' format: kind, size, waits, the script's
 /// steps, two claim records, then changes (area, offset, byte).
@@ -64,6 +86,55 @@ fn every_ring_kind_replays_with_claimers_stopped_at_each_failpoint() {
             for waits in [0x0a, 0x00] {
                 segment_image::replay(&input([kind, point, waits], &script, records, &[]));
                 segment_image::replay(&input([kind, point, waits], &script, records, &DAMAGE));
+            }
+        }
+    }
+}
+
+/// A channel input: kind, size, waits, the script's steps, then changes.
+fn channel_input(head: [u8; 3], script: &[[u8; 2]], damage: &[(u8, u16, u8)]) -> Vec<u8> {
+    let mut input = head.to_vec();
+    input.push(script.len() as u8);
+    input.extend(script.iter().flatten());
+    for &(area, offset, byte) in damage {
+        input.push(area);
+        input.extend(offset.to_le_bytes());
+        input.push(byte);
+    }
+    input
+}
+
+#[test]
+fn every_channel_kind_replays_with_endpoints_dying_at_each_failpoint() {
+    // Steps (operation, argument); an argument with bit 7 set attaches a
+    // sender, and its low bits pick an endpoint and a failpoint.
+    for kind in 0..4u8 {
+        for point in 0..8u8 {
+            let script = [
+                [0, 0x00],
+                [0, 0x80],
+                [1, 0x81],
+                [2, 7],
+                [2, 8],
+                [3, 9],
+                [5, point],
+                [6, 0x80 | point],
+                [7, 1],
+                [4, 0],
+                [0, 0x80],
+                [2, 3],
+            ];
+            // Damage to a producer slot, the presence words, the ring's
+            // counters and a claim record, some after the attaches.
+            let damage = [
+                (0x80, 16, 0x41),
+                (0, 0, 0x01),
+                (0x41, 1, 0x08),
+                (0x42, 0x0102, 0x80),
+            ];
+            for waits in [0x0a, 0x00] {
+                replay_channel(&channel_input([kind, point, waits], &script, &[]));
+                replay_channel(&channel_input([kind, point, waits], &script, &damage));
             }
         }
     }
