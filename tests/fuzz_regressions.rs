@@ -139,3 +139,20 @@ fn every_channel_kind_replays_with_endpoints_dying_at_each_failpoint() {
         }
     }
 }
+
+/// Found by `segment_image`: in a many-producer record ring of 64 bytes,
+/// producers 2 and 3 each commit a record (`tail` at 40, naming producer
+/// 3, which confirmed producer 2's claim record on the way past) and
+/// producer 1 dies having announced a reservation. Once the fresh handles
+/// have attached, a peer stores 0x63 in the low byte of `tail`, which then
+/// names producer 2 at position 43, not a multiple of 8. Repairing producer
+/// 2 rebuilds the start of its confirmed reservation from `tail` as
+/// position 3 and reaches the byte buffer's bounds assertion ("record ring
+/// offset out of range") instead of returning `Repair::Nothing`.
+#[test]
+fn record_repair_after_tail_is_scribbled_off_an_8_byte_boundary() {
+    segment_image::replay(&[
+        63, 236, 156, 156, 0, 156, 0, 236, 236, 120, 209, 116, 93, 0, 107, 0, 0, 107, 99, 0, 236,
+        236, 120, 99, 107, 0, 236, 236, 120, 99,
+    ]);
+}
