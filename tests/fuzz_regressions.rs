@@ -156,3 +156,19 @@ fn record_repair_after_tail_is_scribbled_off_an_8_byte_boundary() {
         236, 120, 99, 107, 0, 236, 236, 120, 99,
     ]);
 }
+
+/// Found by `segment_image`, the same fault on the other path: in a full
+/// many-producer record ring of 64 bytes (producer 3 committed two 32-byte
+/// records, and producer 0, finding no room, confirmed producer 3's claim
+/// record on the way), a peer stores 0xf8 in the low byte of `tail`, which
+/// then holds position 71. Repairing producer 3 rebuilds the start of its
+/// reservation from `tail` as position 39, which would need a pad to the
+/// end of the buffer, and writing that pad reaches the same assertion.
+#[test]
+fn record_repair_padding_from_a_tail_off_an_8_byte_boundary() {
+    segment_image::replay(&[
+        219, 248, 248, 7, 248, 248, 248, 248, 248, 8, 248, 248, 248, 248, 248, 248, 248, 248, 248,
+        8, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248,
+        248,
+    ]);
+}
