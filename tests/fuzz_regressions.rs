@@ -172,3 +172,28 @@ fn record_repair_padding_from_a_tail_off_an_8_byte_boundary() {
         248,
     ]);
 }
+
+/// The same fault reached through a channel, made by hand from the inputs
+/// above (the `channel_image` run did not get this far): any endpoint of a
+/// many-sender record channel reaps dead senders when it finds the ring
+/// empty or full, and repairs their claims. Here a receiver and a sender
+/// attach and a one-byte record is sent; once fresh endpoints have
+/// attached, a peer gives producer slot 2 a dead identity, moves `tail` to
+/// position 35 naming claimer 2, and writes a claim record for claimer 2
+/// that ends there (16 bytes from position 19). The receiver's next
+/// `try_recv_into` finds the ring empty, reaps slot 2, and the repair
+/// panics inside it.
+#[test]
+fn channel_reaper_repairing_after_tail_is_scribbled_off_an_8_byte_boundary() {
+    let claim_record: u64 = 2 << 32 | 2;
+    let mut damage = vec![(0xc0, 24, 0x01), (0xc1, 1, 0x63), (0xc1, 256, 0x04)];
+    // The claim table's line 3 (producer 2), byte by byte.
+    for (byte, offset) in [3, 263, 523, 783, 1043, 1303, 1563, 1823]
+        .into_iter()
+        .enumerate()
+    {
+        damage.push((0xc2, offset, (claim_record >> (8 * byte)) as u8));
+    }
+    let script = [[0, 0x00], [0, 0x80], [2, 1]];
+    replay_channel(&channel_input([3, 0, 0], &script, &damage));
+}
