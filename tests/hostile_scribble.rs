@@ -1,0 +1,333 @@
+//! A co-tenant with write access scribbles over a channel segment while
+//! endpoints are blocked in `recv()` or `send()` with no timeout. The
+//! promise: every blocked call returns (with any typed error) within a
+//! bounded time, and nothing panics, hangs or faults.
+//!
+//! Each scenario blocks one call on a thread of its own, damages a part of
+//! the segment through another mapping with atomic stores (as another
+//! process would), and then waits. If the call is still blocked after
+//! [`NOTICE`], the test's own endpoint on the other side leaves as well, so
+//! that "the peer side is gone" holds too, and the call gets [`AFTER_LEAVE`]
+//! more. A call still blocked then is a hang; a panic (debug-build integer
+//! overflow included) fails the scenario too.
+
+mod common;
+mod hostile_support;
+
+use std::time::Duration;
+
+use common::{Cleanup, unique_posix};
+use hostile_support::{Outcome, Pending, Rng, fill, layout, scribble};
+use ipcring::channel::{ChannelOptions, mpmc, records, spsc};
+use ipcring::ring::record::ProducerMode;
+use ipcring::segment::{Address, OpenOptions, Segment};
+
+/// How long a blocked call may take to notice damage on its own.
+const NOTICE: Duration = Duration::from_millis(1500);
+/// How long it may take once its peer has left too.
+const AFTER_LEAVE: Duration = Duration::from_millis(1500);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Spsc,
+    Mpmc,
+    RecordsSingle,
+    RecordsMany,
+}
+
+const KINDS: [Kind; 4] = [
+    Kind::Spsc,
+    Kind::Mpmc,
+    Kind::RecordsSingle,
+    Kind::RecordsMany,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Blocked {
+    /// A receiver on an empty ring.
+    Recv,
+    /// A sender on a full ring.
+    Send,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    /// Zero the whole user area.
+    ZeroAll,
+    /// Fill the whole user area with 0xff.
+    OnesAll,
+    /// Random words over a range of the user area.
+    Random {
+        offset: usize,
+        len: usize,
+        seed: u64,
+    },
+    /// Zero a range.
+    Zero { offset: usize, len: usize },
+}
+
+/// The test's own endpoint on the other side of the blocked call: it keeps
+/// the peer side alive until it is dropped.
+enum Peer {
+    SpscTx(spsc::Sender<u64>),
+    SpscRx(spsc::Receiver<u64>),
+    MpmcTx(mpmc::Sender<u64>),
+    MpmcRx(mpmc::Receiver<u64>),
+    RecTx(records::Sender),
+    RecRx(records::Receiver),
+}
+
+const SLOTS: usize = 4;
+const RECORD_BYTES: usize = 256;
+
+/// Creates the channel with the test's endpoint on the side opposite to
+/// the blocked call.
+fn create(kind: Kind, blocked: Blocked, address: &Address) -> Peer {
+    let options = ChannelOptions::new();
+    match (kind, blocked) {
+        (Kind::Spsc, Blocked::Recv) => {
+            Peer::SpscTx(spsc::Sender::create(address, SLOTS, &options).unwrap())
+        }
+        (Kind::Spsc, Blocked::Send) => {
+            Peer::SpscRx(spsc::Receiver::create(address, SLOTS, &options).unwrap())
+        }
+        (Kind::Mpmc, Blocked::Recv) => {
+            Peer::MpmcTx(mpmc::Sender::create(address, SLOTS, &options).unwrap())
+        }
+        (Kind::Mpmc, Blocked::Send) => {
+            Peer::MpmcRx(mpmc::Receiver::create(address, SLOTS, &options).unwrap())
+        }
+        (Kind::RecordsSingle | Kind::RecordsMany, _) => {
+            let mode = if kind == Kind::RecordsSingle {
+                ProducerMode::Single
+            } else {
+                ProducerMode::Many
+            };
+            match blocked {
+                Blocked::Recv => Peer::RecTx(
+                    records::Sender::create(address, RECORD_BYTES, mode, &options).unwrap(),
+                ),
+                Blocked::Send => Peer::RecRx(
+                    records::Receiver::create(address, RECORD_BYTES, mode, &options).unwrap(),
+                ),
+            }
+        }
+    }
+}
+
+/// Opens the blocked endpoint and blocks in its call; `ready` is sent just
+/// before the blocking call. Returns what the call returned, as text.
+fn blocked_call(
+    kind: Kind,
+    blocked: Blocked,
+    address: Address,
+    ready: std::sync::mpsc::Sender<()>,
+) -> String {
+    match (kind, blocked) {
+        (Kind::Spsc, Blocked::Recv) => {
+            let mut rx = spsc::Receiver::<u64>::open(&address).unwrap();
+            ready.send(()).unwrap();
+            format!("{:?}", rx.recv())
+        }
+        (Kind::Spsc, Blocked::Send) => {
+            let mut tx = spsc::Sender::<u64>::open(&address).unwrap();
+            while tx.try_send(1).is_ok() {}
+            ready.send(()).unwrap();
+            format!("{:?}", tx.send(2))
+        }
+        (Kind::Mpmc, Blocked::Recv) => {
+            let mut rx = mpmc::Receiver::<u64>::open(&address).unwrap();
+            ready.send(()).unwrap();
+            format!("{:?}", rx.recv())
+        }
+        (Kind::Mpmc, Blocked::Send) => {
+            let mut tx = mpmc::Sender::<u64>::open(&address).unwrap();
+            while tx.try_send(1).is_ok() {}
+            ready.send(()).unwrap();
+            format!("{:?}", tx.send(2))
+        }
+        (_, Blocked::Recv) => {
+            let mut rx = records::Receiver::open(&address).unwrap();
+            ready.send(()).unwrap();
+            format!("{:?}", rx.recv().map(|view| view.len()))
+        }
+        (_, Blocked::Send) => {
+            let mut tx = records::Sender::open(&address).unwrap();
+            while tx.try_send(&[7; 40]).is_ok() {}
+            ready.send(()).unwrap();
+            format!("{:?}", tx.send(&[8; 40]))
+        }
+    }
+}
+
+fn damage(segment: &Segment, damage: Damage) {
+    let len = segment.user_len();
+    match damage {
+        Damage::ZeroAll => fill(segment, 0, len, 0),
+        Damage::OnesAll => fill(segment, 0, len, 0xff),
+        Damage::Random {
+            offset,
+            len: range,
+            seed,
+        } => {
+            let range = range.min(len.saturating_sub(offset));
+            scribble(segment, offset, range & !7, &mut Rng(seed));
+        }
+        Damage::Zero { offset, len: range } => {
+            fill(segment, offset, range.min(len.saturating_sub(offset)), 0)
+        }
+    }
+}
+
+/// What one scenario saw.
+#[derive(Debug)]
+enum Verdict {
+    /// The call returned on its own after the damage.
+    Noticed(String),
+    /// It returned only once its peer had left as well.
+    AfterLeave(String),
+    /// It panicked.
+    Panicked(String),
+    /// It was still blocked after its peer had left.
+    Hung,
+}
+
+fn run(kind: Kind, blocked: Blocked, what: Damage) -> Verdict {
+    let address = unique_posix("scrib");
+    let _cleanup = Cleanup(address.clone());
+    let peer = create(kind, blocked, &address);
+    let vandal = Segment::open(&address, &OpenOptions::new().register(false)).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let call_address = address.clone();
+    let mut pending = Pending::start("blocked", move || {
+        blocked_call(kind, blocked, call_address, ready_tx)
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the blocked endpoint never got to its call");
+    // Let it reach its futex wait.
+    std::thread::sleep(Duration::from_millis(150));
+    if let Some(outcome) = pending.poll() {
+        panic!("{kind:?} {blocked:?}: returned before any damage: {outcome:?}");
+    }
+    damage(&vandal, what);
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(outcome) = pending.poll() {
+            return match outcome {
+                Outcome::Returned(text) => Verdict::Noticed(text),
+                Outcome::Panicked(message) => Verdict::Panicked(message),
+                Outcome::Hung => unreachable!(),
+            };
+        }
+        if started.elapsed() > NOTICE {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(peer);
+    match pending.finish(NOTICE + AFTER_LEAVE + Duration::from_millis(150)) {
+        Outcome::Returned(text) => Verdict::AfterLeave(text),
+        Outcome::Panicked(message) => Verdict::Panicked(message),
+        Outcome::Hung => Verdict::Hung,
+    }
+}
+
+/// Runs every (kind, blocked call) pair under `what`; fails listing each
+/// pair that hung or panicked.
+fn check_all(label: &str, what: Damage) {
+    let mut failures = Vec::new();
+    for kind in KINDS {
+        for blocked in [Blocked::Recv, Blocked::Send] {
+            let verdict = run(kind, blocked, what);
+            eprintln!("{label}: {kind:?} blocked in {blocked:?}: {verdict:?}");
+            if matches!(verdict, Verdict::Hung | Verdict::Panicked(_)) {
+                failures.push(format!("{kind:?} {blocked:?}: {verdict:?}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{label} ({what:?}): blocked calls that never returned or panicked:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+#[ignore = "reproduces: a zeroed channel segment leaves blocked recv()/send() waiting forever, even after the peer leaves"]
+fn zeroing_the_segment_unblocks_blocked_calls() {
+    check_all("zero all", Damage::ZeroAll);
+}
+
+#[test]
+fn filling_the_segment_with_ones_unblocks_blocked_calls() {
+    check_all("0xff all", Damage::OnesAll);
+}
+
+#[test]
+#[ignore = "reproduces: zeroed endpoint tables leave blocked calls waiting forever after the peer leaves"]
+fn zeroing_the_endpoint_tables_unblocks_blocked_calls() {
+    check_all(
+        "zero endpoint tables",
+        Damage::Zero {
+            offset: layout::ENDPOINTS,
+            len: 4096,
+        },
+    );
+}
+
+#[test]
+fn random_endpoint_tables_unblock_blocked_calls() {
+    for seed in 1..=3 {
+        check_all(
+            "random endpoint tables",
+            Damage::Random {
+                offset: layout::ENDPOINTS,
+                len: 4096,
+                seed,
+            },
+        );
+    }
+}
+
+#[test]
+fn random_ring_headers_unblock_blocked_calls() {
+    for seed in 1..=3 {
+        check_all(
+            "random ring header",
+            Damage::Random {
+                offset: layout::RING,
+                len: 640,
+                seed,
+            },
+        );
+    }
+}
+
+#[test]
+fn random_claim_records_unblock_blocked_calls() {
+    for seed in 1..=2 {
+        check_all(
+            "random claim records",
+            Damage::Random {
+                offset: layout::CLAIMS,
+                len: 8320,
+                seed,
+            },
+        );
+    }
+}
+
+#[test]
+fn random_slots_and_record_headers_unblock_blocked_calls() {
+    for seed in 1..=3 {
+        check_all(
+            "random slots",
+            Damage::Random {
+                offset: layout::SPSC_SLOTS,
+                len: 1 << 16,
+                seed,
+            },
+        );
+    }
+}
