@@ -514,3 +514,106 @@ fn many_sender_records_survive_a_peer_killed_at_every_failpoint() {
         )
     });
 }
+
+/// A receiver dies holding an item; then reapers die in the middle of
+/// repairing it, one after another. The item is lost once, and counted
+/// once; everything else arrives once.
+fn mpmc_reapers_die_repairing(test: &str, point: &str, reapers: usize) -> Result<(), String> {
+    let address = unique_posix("kill-reapers");
+    let _cleanup = Cleanup(address.clone());
+    let envs = [("SEGMENT", address.to_string())];
+    let mut rx =
+        mpmc::Receiver::<u64>::create(&address, MPMC_SLOTS, &ChannelOptions::new()).unwrap();
+    let mut tx = mpmc::Sender::<u64>::open(&address).unwrap();
+    tx.send(HELD_ITEM).unwrap();
+    let mut dead = Victim::spawn(test, "recv", Some("mpmc.pop.claimed"), &envs);
+    dead.wait_stopped(REACH)?;
+    dead.kill();
+    for _ in 0..reapers {
+        let mut reaper = Victim::spawn(test, "reap", Some(point), &envs);
+        reaper.wait_stopped(REACH)?;
+        reaper.kill();
+    }
+    let mut tally = Tally::new();
+    for item in 1..=(4 * MPMC_SLOTS as u64) {
+        tx.send_timeout(item, OP)
+            .map_err(|e| format!("send {item}: {e:?}"))?;
+        receive_one(&mut rx, &mut tally).map_err(|e| format!("receive: {e:?}"))?;
+    }
+    while let Ok(item) = rx.try_recv() {
+        *tally.entry(item).or_default() += 1;
+    }
+    let stats = rx.stats();
+    let held = tally.remove(&HELD_ITEM).unwrap_or(0);
+    let all_once = (1..=(4 * MPMC_SLOTS as u64)).all(|item| tally.remove(&item) == Some(1));
+    if held != 0 || stats.losses != 1 || !all_once || !tally.is_empty() {
+        return Err(format!(
+            "held item received {held} times, {stats:?}, others once: {all_once}, extra {tally:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn mpmc_reapers_killed_while_repairing_a_dead_receiver_lose_its_item_once() {
+    if let Some(role) = role() {
+        return run_role(|| mpmc_child(&role));
+    }
+    let test = "mpmc_reapers_killed_while_repairing_a_dead_receiver_lose_its_item_once";
+    let mut failures = Vec::new();
+    for point in ["channel.reap.marked", "channel.reap.repaired"] {
+        for reapers in [1, 2] {
+            if let Err(problem) = mpmc_reapers_die_repairing(test, point, reapers) {
+                failures.push(format!("{point} x{reapers}: {problem}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+#[ignore = "reproduces: a receiver killed while parked leaves the wait word's sleeper count up for good, so every later send pays a futex_wake syscall"]
+fn a_receiver_killed_while_parked_leaves_no_sleeper_behind() {
+    if role().is_some() {
+        let address = address_from_env();
+        let mut rx = mpmc::Receiver::<u64>::open(&address).unwrap();
+        rx.set_wait_strategy(ipcring::sync::WaitStrategy::Park);
+        let _ = rx.recv();
+        return;
+    }
+    let test = "a_receiver_killed_while_parked_leaves_no_sleeper_behind";
+    let address = unique_posix("kill-parked");
+    let _cleanup = Cleanup(address.clone());
+    let mut tx = mpmc::Sender::<u64>::create(&address, 64, &ChannelOptions::new()).unwrap();
+    let segment = ipcring::segment::Segment::open(
+        &address,
+        &ipcring::segment::OpenOptions::new().register(false),
+    )
+    .unwrap();
+    let sleepers =
+        || hostile_support::peek(&segment, hostile_support::layout::RING_DATA_READY) >> 32;
+    let mut parked = Victim::spawn_with(
+        test,
+        "park",
+        None,
+        &[("SEGMENT", address.to_string())],
+        false,
+    );
+    let started = Instant::now();
+    while sleepers() == 0 {
+        assert!(started.elapsed() < REACH, "the receiver never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    parked.kill();
+    // The death is noticed (a fresh receiver reaps it) and traffic flows.
+    let mut rx = mpmc::Receiver::<u64>::open(&address).unwrap();
+    for item in 0..1000 {
+        tx.send_timeout(item, OP).unwrap();
+        assert_eq!(rx.recv_timeout(OP).unwrap(), item);
+    }
+    assert_eq!(
+        sleepers(),
+        0,
+        "a dead receiver still counts as asleep: each send now makes a futex_wake syscall"
+    );
+}
