@@ -435,3 +435,40 @@ fn rm_stale_keeps_segments_it_cannot_validate() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn stat_and_ls_survive_a_file_resized_under_them() {
+    let address = unique_posix("cli-resize");
+    let _cleanup = Cleanup(address.clone());
+    drop(Segment::create(&address, &CreateOptions::new(1 << 20)).unwrap());
+    let path = shm_path(&address.to_string());
+    let full = std::fs::metadata(&path).unwrap().len();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let stop = stop.clone();
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut rng = Rng(3);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
+                    let len = [0, 4096, full / 2, full, full + 4096][rng.below(5) as usize];
+                    let _ = file.set_len(len);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let mut failures = Vec::new();
+    for round in 0..40 {
+        let args: &[&str] = match round % 3 {
+            0 => &["stat", &address.to_string()],
+            1 => &["stat", "--json", &address.to_string()],
+            _ => &["ls"],
+        };
+        let output = ipcring(args);
+        failures.extend(judge(&format!("{args:?}"), &output));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
