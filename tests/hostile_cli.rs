@@ -67,9 +67,23 @@ fn shm_path(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from("/dev/shm").join(format!("ipcring.{name}"))
 }
 
-/// Hostile objects under our prefix; each entry is (name, whether `rm
-/// --stale` must remove it, or `None` where either is fine).
-fn plant_hostile_files(tag: &str) -> (Vec<(String, Option<bool>)>, Vec<RemoveFile>, Vec<Cleanup>) {
+/// Planted names, each with whether `rm --stale` must remove it (`None`
+/// where either is fine), and the guards that remove them.
+type Planted = (Vec<(String, Option<bool>)>, Vec<RemovePath>, Vec<Cleanup>);
+
+/// Removes a file, FIFO, symlink or empty directory we planted.
+struct RemovePath(std::path::PathBuf);
+
+impl Drop for RemovePath {
+    fn drop(&mut self) {
+        if std::fs::remove_file(&self.0).is_err() {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+}
+
+/// Hostile objects under our prefix.
+fn plant_hostile_files(tag: &str) -> Planted {
     let mut names = Vec::new();
     let mut guards = Vec::new();
     let mut cleanups = Vec::new();
@@ -79,7 +93,7 @@ fn plant_hostile_files(tag: &str) -> (Vec<(String, Option<bool>)>, Vec<RemoveFil
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_dir(&path);
         make(&path);
-        guards.push(RemoveFile(path));
+        guards.push(RemovePath(path));
         names.push((name, Some(stale)));
     };
     let mut rng = Rng(7);
@@ -115,7 +129,7 @@ fn plant_hostile_files(tag: &str) -> (Vec<(String, Option<bool>)>, Vec<RemoveFil
     });
     plant("unreadable", false, &|p| {
         std::fs::write(p, &random).unwrap();
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0)).unwrap();
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     });
     // Real segments whose headers were scribbled over, keeping the magic
     // and the ready mark so that they pass the first checks.
@@ -166,10 +180,11 @@ fn stat_ls_and_rm_stale_stay_calm_over_hostile_files() {
             }
             let output = ipcring(&args);
             failures.extend(judge(&format!("stat {name} (json {json})"), &output));
-            if output.status.success() && json {
-                if serde_json::from_slice::<serde_json::Value>(&output.stdout).is_err() {
-                    failures.push(format!("stat --json {name}: not JSON"));
-                }
+            if output.status.success()
+                && json
+                && serde_json::from_slice::<serde_json::Value>(&output.stdout).is_err()
+            {
+                failures.push(format!("stat --json {name}: not JSON"));
             }
         }
     }

@@ -30,6 +30,9 @@ fn address_from_env() -> Address {
 // ---------------------------------------------------------------------------
 // A peer that execs.
 
+/// A receiving end of either kind, as a timed receive.
+type Receive = Box<dyn FnMut(Duration) -> Result<u64, RecvTimeoutError>>;
+
 fn exec_sleep() -> ! {
     use std::os::unix::process::CommandExt;
     let error = Command::new("sleep").arg("60").exec();
@@ -61,15 +64,13 @@ fn a_receiver_notices_its_sender_exec_another_program() {
         let address = unique_posix("exec");
         let _cleanup = Cleanup(address.clone());
         let options = ChannelOptions::new();
-        let (mut receive, segment): (Box<dyn FnMut(Duration) -> Result<u64, RecvTimeoutError>>, _) =
-            if kind == "spsc" {
-                let mut rx = spsc::Receiver::<u64>::create(&address, 4, &options).unwrap();
-                (Box::new(move |t| rx.recv_timeout(t)), ())
-            } else {
-                let mut rx = mpmc::Receiver::<u64>::create(&address, 4, &options).unwrap();
-                (Box::new(move |t| rx.recv_timeout(t)), ())
-            };
-        let _ = segment;
+        let mut receive: Receive = if kind == "spsc" {
+            let mut rx = spsc::Receiver::<u64>::create(&address, 4, &options).unwrap();
+            Box::new(move |t| rx.recv_timeout(t))
+        } else {
+            let mut rx = mpmc::Receiver::<u64>::create(&address, 4, &options).unwrap();
+            Box::new(move |t| rx.recv_timeout(t))
+        };
         let mut sender =
             Victim::spawn_with(test, kind, None, &[("SEGMENT", address.to_string())], false);
         assert_eq!(receive(LIMIT).unwrap(), 1);

@@ -199,6 +199,8 @@ fn damage(segment: &Segment, address: &Address, blocked: Blocked, damage: Damage
 
 /// What one scenario saw.
 #[derive(Debug)]
+// The texts are read through `Debug`, in the reports.
+#[allow(dead_code)]
 enum Verdict {
     /// The call returned on its own after the damage.
     Noticed(String),

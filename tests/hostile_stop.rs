@@ -152,10 +152,11 @@ fn mpmc_stop_at(test: &str, point: &str) -> Result<(), String> {
             "received past the stopped victim's claim: {tally:?}"
         ));
     }
-    if point.starts_with("mpmc.pop") && point != "mpmc.pop.announced" {
-        if tally.contains_key(&HELD_ITEM) {
-            problems.push("the item the stopped receiver holds was delivered again".to_owned());
-        }
+    if point.starts_with("mpmc.pop")
+        && point != "mpmc.pop.announced"
+        && tally.contains_key(&HELD_ITEM)
+    {
+        problems.push("the item the stopped receiver holds was delivered again".to_owned());
     }
 
     victim.cont();
