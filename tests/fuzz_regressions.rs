@@ -3,6 +3,7 @@
 //! CI checks them without cargo-fuzz or a nightly compiler: a few made by
 //! hand that walk every kind and failpoint, and those the fuzzer found,
 //! each named for what it found.
+#![cfg(feature = "failpoints")]
 
 use std::sync::Mutex;
 

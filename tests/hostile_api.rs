@@ -120,7 +120,6 @@ fn timed_wait(strategy: WaitStrategy) -> Outcome<Duration> {
 }
 
 #[test]
-#[ignore = "reproduces: a timed receive under SpinThenPark with large spin or yield counts ignores its timeout (the deadline is checked only after all spins and yields)"]
 fn a_timed_receive_keeps_its_timeout_whatever_the_wait_strategy() {
     let mut failures = Vec::new();
     for strategy in [

@@ -410,7 +410,6 @@ fn rm_stale_keeps_an_owned_segment_whose_creator_is_stopped() {
 }
 
 #[test]
-#[ignore = "reproduces: rm --stale removes a segment whose header it cannot validate (another layout version, unknown flags) as 'creator gone'"]
 fn rm_stale_keeps_segments_it_cannot_validate() {
     let mut failures = Vec::new();
     // (what, layout version, flags): a segment of a later layout whose

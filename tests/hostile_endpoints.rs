@@ -159,7 +159,7 @@ fn map_many_then_truncate(count: usize) {
 }
 
 #[test]
-#[ignore = "reproduces: past 1024 mappings in one process, truncating a segment's file kills the process with SIGBUS"]
+#[ignore = "known limit (docs/crash-behavior.md): past 1024 mappings in one process, a truncation is not survived"]
 fn a_process_with_many_mappings_survives_truncation() {
     if let Some(role) = role() {
         let count: usize = role.parse().unwrap();

@@ -5,6 +5,7 @@
 //! that hit the failpoint runs on until the group stop reaches it. In a
 //! libtest child the test runs on a thread of its own, so the "stopped"
 //! child has often finished the step it was meant to die before.
+#![cfg(feature = "failpoints")]
 
 mod common;
 mod hostile_support;
@@ -52,7 +53,6 @@ fn overran(test: &str, forked: bool) -> bool {
 }
 
 #[test]
-#[ignore = "reproduces: kill(getpid(), SIGSTOP) in failpoint::hit stops a multi-threaded child late, past the failpoint"]
 fn a_failpoint_stops_a_libtest_child_before_the_next_step() {
     if role().is_some() {
         // Run on libtest's test thread, as any project test's child would.

@@ -24,7 +24,6 @@ const CAPACITY: u64 = 1 << 20;
 const WINDOW: u64 = 1 << 35;
 
 #[test]
-#[ignore = "reproduces: after 32 GiB of traffic, repairing a dead idle sender's old claim overwrites 8 bytes of a live record"]
 fn a_dead_idle_senders_old_claim_does_not_tear_a_live_record() {
     if role().is_some() {
         // The idle sender: one record, then quiet (alive) until killed.

@@ -3,6 +3,7 @@
 //! alive: its claim must not be repaired behind its back, its receiver role
 //! must not be taken over, nothing may tear, and once continued its
 //! operation completes and everything arrives exactly once.
+#![cfg(feature = "failpoints")]
 
 mod common;
 mod hostile_support;

@@ -217,7 +217,6 @@ fn check_all(test: &str, how: Cut) {
 }
 
 #[test]
-#[ignore = "reproduces: after the file is truncated to 0, blocked recv()/send() never return, even once the peer leaves"]
 fn truncating_to_zero_ends_blocked_calls() {
     if let Some(role) = role() {
         return blocked_child(&role);
@@ -226,7 +225,6 @@ fn truncating_to_zero_ends_blocked_calls() {
 }
 
 #[test]
-#[ignore = "reproduces: after the file is truncated to half, blocked recv()/send() never return, even once the peer leaves"]
 fn truncating_to_half_ends_blocked_calls() {
     if let Some(role) = role() {
         return blocked_child(&role);
@@ -235,7 +233,6 @@ fn truncating_to_half_ends_blocked_calls() {
 }
 
 #[test]
-#[ignore = "reproduces: after truncate-and-regrow, blocked recv()/send() never return, even once the peer leaves"]
 fn truncate_then_regrow_ends_blocked_calls() {
     if let Some(role) = role() {
         return blocked_child(&role);
@@ -365,7 +362,6 @@ fn endpoints_in_a_loop_survive_truncation() {
 type Call = Box<dyn FnMut() -> String>;
 
 #[test]
-#[ignore = "reproduces: after truncation a send returns Ok into private zeros that no receiver will ever see"]
 fn a_send_into_a_truncated_channel_is_not_reported_as_sent() {
     let mut problems = Vec::new();
     for kind in ["spsc", "mpmc", "recm"] {

@@ -361,6 +361,8 @@ pub(crate) struct Endpoint {
     liveness: Option<LivenessLock>,
     /// The ring's magic word as it was at attach; `check_intact` compares.
     ring_magic: u64,
+    /// The segment's file was found shorter than our mapping.
+    cut_short: bool,
     // Last: the tables and the repairer point into its mapping.
     segment: Segment,
 }
@@ -410,6 +412,7 @@ impl Endpoint {
             repairer,
             liveness: None,
             ring_magic: 0,
+            cut_short: false,
             segment,
         };
         endpoint.ring_magic = endpoint.read_ring_magic();
@@ -445,7 +448,7 @@ impl Endpoint {
     /// `Corrupted` instead of waiting on memory nobody else sees.
     #[cold]
     pub(crate) fn check_intact(&self) -> Result<(), Corruption> {
-        if self.segment.is_broken() {
+        if self.cut_short || self.segment.is_broken() {
             return Err(TRUNCATED);
         }
         // Relaxed: a validity check of words written once at creation.
@@ -503,6 +506,9 @@ impl Endpoint {
             self.next_reap = now + REAP_INTERVAL;
             self.reap(Role::Producer);
             self.reap(Role::Consumer);
+            // A file cut short past the pages we touch while waiting would
+            // otherwise go unnoticed until a later access faults.
+            self.cut_short |= !self.segment.file_intact();
         }
         self.peer_gone()
     }
@@ -712,8 +718,16 @@ impl Endpoint {
     pub(crate) fn leave(&mut self) {
         // A forked child holds a copy of this endpoint; only the process
         // that claimed the slot frees it.
-        if std::process::id() == self.pid {
-            select(self.tables(), self.role).vacate(self.slot, self.identity);
+        if std::process::id() == self.pid && self.slot < MAX_ENDPOINTS {
+            let table = select(self.tables(), self.role);
+            if !table.vacate(self.slot, self.identity) {
+                // Our slot no longer holds us (scribbled over): still tell
+                // the others that someone was here and is gone, or a
+                // zeroed `presence` word would hide our leaving for good.
+                // Relaxed, then Release: as in `claim` and `vacate`.
+                table.presence.fetch_or(EVER, Ordering::Relaxed);
+                table.presence.fetch_and(!bit(self.slot), Ordering::Release);
+            }
             // Released after the slot is free, never before: a claimed slot
             // without its lock means a dead holder.
             self.liveness = None;

@@ -556,6 +556,17 @@ impl Segment {
         sys::sigbus::any_broken() && self.mapping.is_broken()
     }
 
+    /// Whether the file behind the segment is still at least as large as
+    /// our mapping (always true for SysV, which cannot shrink). A file cut
+    /// short is found here even before we touch a lost page. One `fstat`:
+    /// keep it off fast paths.
+    pub fn file_intact(&self) -> bool {
+        match self.file() {
+            Some(fd) => shm::fstat(fd).map_or(true, |st| st.size >= self.mapping.len() as u64),
+            None => true,
+        }
+    }
+
     /// A shared reference to a `T` made of atomics at `offset` in the user
     /// area, checked for bounds and alignment.
     pub fn view<T: Shareable>(&self, offset: usize) -> Result<&T, SegmentError> {

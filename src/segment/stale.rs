@@ -22,7 +22,7 @@
 use std::fmt;
 use std::os::fd::AsFd;
 
-use super::header::{FLAG_OWNED, Readiness};
+use super::header::{BackingKind, FLAG_OWNED, Readiness};
 use super::{
     Address, HEADER_SIZE, POSIX_PREFIX, PosixName, ProcessIdentity, SegmentError, SysvKey,
     header_of, liveness, posix_c_name, sysv_creator_gone, unlink_if_same,
@@ -146,6 +146,9 @@ fn remove_posix_if_stale(name: &PosixName) -> Option<StaleReason> {
             Readiness::NotYet if header.is_ours() || header.is_blank() => StaleReason::Abandoned,
             Readiness::NotYet => return None,
             Readiness::Ready => {
+                // Only a header we fully understand says who owns it: a
+                // newer layout or unknown flags are not ours to judge.
+                header.validate(stat.size, BackingKind::Posix, None).ok()?;
                 // This descriptor is fresh and holds no lock, so it sees the
                 // creator's.
                 let creator_gone = header.raw_flags() & FLAG_OWNED != 0
@@ -179,6 +182,8 @@ fn remove_sysv_if_stale(id: i32) -> Option<StaleReason> {
             Readiness::NotYet if sysv_creator_gone(stat.creator_pid) => StaleReason::Abandoned,
             Readiness::NotYet => return None,
             Readiness::Ready => {
+                // As for POSIX: only a header we fully understand.
+                header.validate(stat.size, BackingKind::SysV, None).ok()?;
                 let creator_gone = header.raw_flags() & FLAG_OWNED != 0
                     && ProcessIdentity::from_word(header.raw_creator_identity())
                         .is_some_and(|creator| !creator.is_alive());

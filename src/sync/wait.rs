@@ -181,9 +181,15 @@ impl WaitWord {
                 }
             },
             WaitStrategy::SpinThenPark { spins, yields } => {
-                for _ in 0..spins {
+                let passed = || deadline.is_some_and(Deadline::has_passed);
+                for spin in 0..spins {
                     if ready() {
                         return true;
+                    }
+                    // A clock read now and then: a large spin budget must
+                    // not outlast the caller's deadline.
+                    if spin % 1024 == 1023 && passed() {
+                        return ready();
                     }
                     shim::spin_loop();
                 }
@@ -191,6 +197,9 @@ impl WaitWord {
                     shim::yield_now();
                     if ready() {
                         return true;
+                    }
+                    if passed() {
+                        return ready();
                     }
                 }
                 if deadline.is_some_and(Deadline::has_passed) {
