@@ -60,6 +60,7 @@ pub(crate) unsafe fn store<T: Pod>(dst: *mut T, value: T) {
 /// # Safety
 ///
 /// `src` must be valid for reads of `out.len()` `T`s, and aligned.
+#[cfg(not(loom))]
 #[inline]
 pub(crate) unsafe fn load_slice<T: Pod>(src: *const T, out: &mut [T]) {
     for (i, item) in out.iter_mut().enumerate() {
@@ -73,6 +74,7 @@ pub(crate) unsafe fn load_slice<T: Pod>(src: *const T, out: &mut [T]) {
 /// # Safety
 ///
 /// `dst` must be valid for writes of `items.len()` `T`s, and aligned.
+#[cfg(not(loom))]
 #[inline]
 pub(crate) unsafe fn store_slice<T: Pod>(dst: *mut T, items: &[T]) {
     for (i, item) in items.iter().enumerate() {
