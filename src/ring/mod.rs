@@ -14,6 +14,7 @@
 //! keeps producer-owned and consumer-owned words on separate cache lines.
 
 pub mod claims;
+pub mod journal;
 pub mod mpmc;
 pub mod record;
 pub mod spsc;
