@@ -573,7 +573,6 @@ fn mpmc_reapers_killed_while_repairing_a_dead_receiver_lose_its_item_once() {
 }
 
 #[test]
-#[ignore = "known limit (docs/crash-behavior.md): a receiver killed while parked leaves the sleeper count up"]
 fn a_receiver_killed_while_parked_leaves_no_sleeper_behind() {
     if role().is_some() {
         let address = address_from_env();
@@ -591,8 +590,9 @@ fn a_receiver_killed_while_parked_leaves_no_sleeper_behind() {
         &ipcring::segment::OpenOptions::new().register(false),
     )
     .unwrap();
-    let sleepers =
-        || hostile_support::peek(&segment, hostile_support::layout::RING_DATA_READY) >> 32;
+    let sleepers = || {
+        hostile_support::peek(&segment, hostile_support::layout::RING_DATA_READY + 8) & 0xffff_ffff
+    };
     let mut parked = Victim::spawn_with(
         test,
         "park",

@@ -498,7 +498,9 @@ fn interesting_offset(rng: &mut Rng, kind: Kind, len: usize) -> usize {
         layout::RING_TAIL,
         layout::RING_HEAD,
         layout::RING_DATA_READY,
+        layout::RING_DATA_READY + 8,
         layout::RING_SPACE_READY,
+        layout::RING_SPACE_READY + 8,
         layout::CLAIMS,              // repairs
         layout::CLAIMS + 8,          // losses
         layout::CLAIMS + 128,        // producer 0's claim record

@@ -257,7 +257,7 @@ unsafe impl Shareable for AtomicI32 {}
 unsafe impl Shareable for AtomicI64 {}
 // SAFETY: as above.
 unsafe impl Shareable for AtomicUsize {}
-// SAFETY: WaitWord is #[repr(C)] with two AtomicU32 fields and nothing else.
+// SAFETY: WaitWord is #[repr(C)] with two AtomicU32 fields and an AtomicU64, nothing else.
 unsafe impl Shareable for WaitWord {}
 // SAFETY: an array of Shareable elements has no other bytes.
 unsafe impl<T: Shareable, const N: usize> Shareable for [T; N] {}

@@ -1,27 +1,34 @@
 //! The wait/notify handshake over one futex word in shared memory.
 //!
 //! ```text
-//! waiter (condition C false)          notifier (after making C true)
-//! W1 e = epoch.load(Acquire)          N1 store that makes C true
-//! W2 sleepers += 1                    N2 fence(SeqCst)
-//! W3 fence(SeqCst)                    N3 if sleepers.load() > 0:
-//! W4 if C: sleepers -= 1, done        N4     epoch += 1 (Release)
-//! W5 futex_wait(epoch, e)             N5     futex_wake(epoch)
-//! W6 sleepers -= 1, re-check C
+//! waiter (condition C false)              notifier (after making C true)
+//! W1 e = epoch.load(Acquire)              N1 store that makes C true
+//! W2 g = generation of sleepers += 1      N2 fence(SeqCst)
+//! W3 fence(SeqCst)                        N3 if count of sleepers > 0:
+//! W4 if C: deregister(g), done            N4     sleepers = (generation + 1, 0)
+//! W5 futex_wait(epoch, e)                 N5     epoch += 1 (Release)
+//! W6 deregister(g), re-check C            N6     futex_wake(epoch, all)
 //! ```
 //!
 //! No lost wakeup: the two SeqCst fences are totally ordered. If W3 comes
 //! first, N3 reads W2's increment (or a later value), so the notifier bumps
-//! the epoch and wakes. W1 read the epoch before N4 (reading N4's value would
+//! the epoch and wakes. W1 read the epoch before N5 (reading N5's value would
 //! make N3 happen before W2, yet N3 read W2), so at W5 either the kernel sees
-//! the epoch changed and returns at once, or the waiter is queued before N5
-//! runs and N5 wakes it. If N2 comes first, W4 sees C true and never sleeps.
+//! the epoch changed and returns at once, or the waiter is queued before N6
+//! runs and N6 wakes it. If N2 comes first, W4 sees C true and never sleeps.
 //! The notifier's fast path is a fence and one load: the futex syscall runs
 //! only when a waiter announced itself in W2.
-
+//!
+//! **A waiter that dies asleep is forgotten at the next wake.** The notifier
+//! does not wait for sleepers to count themselves out: N4 starts a new
+//! generation with a count of zero and N6 wakes every sleeper. A waiter
+//! takes its own count back (`deregister`) only while its generation is
+//! still current; one whose generation was reset was woken by that reset
+//! and registers again if it must sleep on. So a process killed while
+//! parked costs one extra wake-up syscall, not one per operation forever.
 use std::time::Duration;
 
-use super::shim::{self, AtomicU32, Ordering, fence};
+use super::shim::{self, AtomicU32, AtomicU64, Ordering, fence};
 use crate::sys::time::MonotonicTime;
 
 /// An absolute point on the monotonic clock by which a wait gives up.
@@ -93,13 +100,14 @@ impl Default for WaitStrategy {
 /// | offset | field      | written by                | meaning                       |
 /// |--------|------------|---------------------------|-------------------------------|
 /// | 0      | `epoch`    | notifiers (`fetch_add`)   | bumped before each futex wake; wraps |
-/// | 4      | `sleepers` | waiters (`+1` / `-1`)     | waiters between W2 and W6     |
+/// | 4      | (reserved) | nobody                    | 0; keeps `sleepers` aligned   |
+/// | 8      | `sleepers` | waiters (`+1` / `-1`), notifiers (reset) | `generation << 32 \| count`: waiters between W2 and W6 of the current generation |
 ///
-/// A corrupted `sleepers` can never make a wait read out of bounds. Too
-/// high, it costs a syscall per notify (as does a waiter killed while
-/// asleep, which never decrements). Scribbled to `u32::MAX`, the next
-/// waiter's increment wraps it to zero and a notify may be skipped: waits
-/// with a deadline still end, which is why the channels wait in slices.
+/// A corrupted `sleepers` can never make a wait read out of bounds. A count
+/// too high costs one wake-up syscall, at the next notify, which resets it
+/// (as does a waiter killed while asleep). A count scribbled to zero while
+/// someone sleeps may skip a notify: waits with a deadline still end, which
+/// is why the channels wait in slices.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -121,8 +129,12 @@ impl Default for WaitStrategy {
 #[derive(Debug, Default)]
 pub struct WaitWord {
     epoch: AtomicU32,
-    sleepers: AtomicU32,
+    reserved: AtomicU32,
+    sleepers: AtomicU64,
 }
+
+/// `sleepers`: the count of waiters in the current generation.
+const COUNT: u64 = 0xffff_ffff;
 
 impl WaitWord {
     /// A word with no sleepers.
@@ -130,7 +142,8 @@ impl WaitWord {
     pub const fn new() -> WaitWord {
         WaitWord {
             epoch: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
+            reserved: AtomicU32::new(0),
+            sleepers: AtomicU64::new(0),
         }
     }
 
@@ -139,7 +152,8 @@ impl WaitWord {
     pub fn new() -> WaitWord {
         WaitWord {
             epoch: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
+            reserved: AtomicU32::new(0),
+            sleepers: AtomicU64::new(0),
         }
     }
 
@@ -214,19 +228,19 @@ impl WaitWord {
     fn park(&self, deadline: Option<Deadline>, ready: &mut dyn FnMut() -> bool) -> bool {
         loop {
             // W1. Acquire: pairs with the Release `fetch_add` of the epoch
-            // in `wake_slow` (N4); see the module proof.
+            // in `wake_slow` (N5); see the module proof.
             let epoch = self.epoch.load(Ordering::Acquire);
-            // W2.
-            self.sleepers.fetch_add(1, Ordering::Relaxed);
+            // W2. Relaxed: the fences order it (W3, N2).
+            let generation = self.sleepers.fetch_add(1, Ordering::Relaxed) >> 32;
             // W3. SeqCst: pairs with the fence in `notify` (N2), so either
             // we see the condition or the notifier sees us.
             fence(Ordering::SeqCst);
             if ready() {
-                self.sleepers.fetch_sub(1, Ordering::Relaxed);
+                self.deregister(generation);
                 return true;
             }
             let woken = shim::futex_wait(&self.epoch, epoch, deadline);
-            self.sleepers.fetch_sub(1, Ordering::Relaxed);
+            self.deregister(generation);
             if ready() {
                 return true;
             }
@@ -236,41 +250,76 @@ impl WaitWord {
         }
     }
 
+    /// W4/W6: takes back the count W2 added, unless a notifier has since
+    /// started a new generation (which dropped it, and woke us).
+    fn deregister(&self, generation: u64) {
+        // Relaxed throughout: a count, ordered by the fences.
+        let mut current = self.sleepers.load(Ordering::Relaxed);
+        while current >> 32 == generation && current & COUNT != 0 {
+            match self.sleepers.compare_exchange_weak(
+                current,
+                current - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(found) => current = found,
+            }
+        }
+    }
+
     /// Wakes every sleeper. Call it after the store that makes their
     /// condition true. Returns whether a syscall was made.
     #[inline]
     pub fn notify_all(&self) -> bool {
-        self.notify(u32::MAX)
-    }
-
-    /// Wakes one sleeper (use only when any one waiter can take what was
-    /// made ready). Returns whether a syscall was made.
-    #[inline]
-    pub fn notify_one(&self) -> bool {
-        self.notify(1)
-    }
-
-    #[inline]
-    fn notify(&self, count: u32) -> bool {
         // N2. SeqCst: pairs with the waiter's fence (W3).
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::Relaxed) == 0 {
+        // N3. Relaxed: ordered by the fences.
+        if self.sleepers.load(Ordering::Relaxed) & COUNT == 0 {
             return false;
         }
-        self.wake_slow(count)
+        self.wake_slow()
+    }
+
+    /// Use when any one waiter can take what was made ready. The wake goes
+    /// to every sleeper of the word all the same (each wake starts a new
+    /// generation of the sleeper count, see the module docs); words with
+    /// one waiter at a time, as the single-consumer rings have, lose
+    /// nothing by it. Returns whether a syscall was made.
+    #[inline]
+    pub fn notify_one(&self) -> bool {
+        self.notify_all()
     }
 
     #[cold]
-    fn wake_slow(&self, count: u32) -> bool {
-        // N4. Release: pairs with the Acquire epoch load (W1).
+    fn wake_slow(&self) -> bool {
+        // N4. A new generation with nobody in it: every sleeper counted so
+        // far is woken below, and counts itself again if it sleeps on.
+        // Relaxed: a waiter that sees N5's epoch (Acquire) registers after
+        // this in the word's modification order.
+        let mut current = self.sleepers.load(Ordering::Relaxed);
+        loop {
+            let next = ((current >> 32).wrapping_add(1) & COUNT) << 32;
+            match self.sleepers.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(found) => current = found,
+            }
+        }
+        // N5. Release: pairs with the Acquire epoch load (W1).
         self.epoch.fetch_add(1, Ordering::Release);
-        shim::futex_wake(&self.epoch, count);
+        // N6.
+        shim::futex_wake(&self.epoch, u32::MAX);
         true
     }
 
     /// Waiters that announced they sleep (a hint: it changes at any moment).
     pub fn sleepers(&self) -> u32 {
-        self.sleepers.load(Ordering::Relaxed)
+        (self.sleepers.load(Ordering::Relaxed) & COUNT) as u32
     }
 }
 
