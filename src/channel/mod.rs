@@ -47,6 +47,8 @@ pub mod error;
 pub mod mpmc;
 pub mod records;
 pub mod spsc;
+#[cfg(feature = "serde")]
+pub mod typed;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
