@@ -55,6 +55,29 @@ macro_rules! failpoint {
     };
 }
 
+/// The bytemuck crate, re-exported for `#[bytemuck(crate =
+/// "ipcring::bytemuck")]` on derived types (see [`Pod`]).
+pub use bytemuck;
+/// Plain-old-data: what a fixed-size channel carries. Re-exported from
+/// bytemuck; with the `derive` feature (on by default) it is also a derive
+/// macro. Name this crate's re-export of bytemuck in the derive, so that
+/// your crate needs no bytemuck of its own:
+///
+/// ```
+/// #[derive(Clone, Copy, ipcring::Pod, ipcring::Zeroable)]
+/// #[bytemuck(crate = "ipcring::bytemuck")]
+/// #[repr(C)]
+/// struct Order {
+///     id: u64,
+///     quantity: u32,
+///     price_cents: u32,
+/// }
+/// ```
+pub use bytemuck::Pod;
+/// All-zero bytes are a valid value: required by [`Pod`]. Re-exported from
+/// bytemuck, with its derive macro under the `derive` feature.
+pub use bytemuck::Zeroable;
+
 #[cfg(not(loom))]
 pub mod channel;
 #[cfg(feature = "failpoints")]
@@ -66,3 +89,8 @@ pub mod ring;
 pub mod segment;
 pub mod sync;
 mod sys;
+
+/// Every Rust example in README.md, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Cleanup, child_role, spawn_child, unique_posix};
-use ipcring::channel::records::{Receiver, RecordSendError, Sender};
+use ipcring::channel::records::{Receiver, RecordRecvError, RecordSendError, Sender};
 use ipcring::channel::{ChannelError, ChannelOptions, RecvError, RecvTimeoutError, TryRecvError};
 use ipcring::ring::record::ProducerMode;
 use ipcring::segment::Address;
@@ -165,4 +165,93 @@ fn limits_roles_and_timeouts() {
     let mut tx = Sender::open(&address).unwrap();
     drop(rx);
     assert_eq!(tx.try_send(b"x"), Err(RecordSendError::Disconnected));
+}
+
+#[test]
+fn blocking_reserve_and_receiving_into_a_buffer() {
+    if child_role().is_some() {
+        let mut rx = Receiver::open(&address_from_env()).unwrap();
+        let mut buffer = [0u8; 4];
+        // Too small: refused, and the record stays for a larger buffer.
+        assert_eq!(
+            rx.recv_slice_timeout(&mut buffer, LIMIT),
+            Err(RecordRecvError::BufferTooSmall {
+                len: 100,
+                capacity: 4
+            })
+        );
+        let mut large = [0u8; 120];
+        assert_eq!(rx.recv_slice(&mut large), Ok(100));
+        assert_eq!(large[..100], [7; 100]);
+        // Only now is there room for the sender's waiting reservation.
+        for fill in [8, 9] {
+            assert_eq!(rx.recv_slice_timeout(&mut large, LIMIT), Ok(100));
+            assert_eq!(large[..100], [fill; 100]);
+        }
+        assert_eq!(rx.recv_slice(&mut buffer), Ok(3));
+        assert_eq!(&buffer[..3], b"end");
+        assert_eq!(
+            rx.recv_slice(&mut buffer),
+            Err(RecordRecvError::Disconnected)
+        );
+        return;
+    }
+    let address = unique_posix("reserve");
+    let _cleanup = Cleanup(address.clone());
+    let mut tx =
+        Sender::create(&address, 256, ProducerMode::Single, &ChannelOptions::new()).unwrap();
+    for fill in [7, 8] {
+        let mut grant = tx.reserve(100).unwrap();
+        assert_eq!(grant.write_at(0, &[fill; 100]), 100);
+        grant.commit();
+    }
+    // Room for two 100-byte records only.
+    assert!(matches!(
+        tx.reserve_timeout(100, Duration::from_millis(20)),
+        Err(RecordSendError::Timeout)
+    ));
+    assert!(matches!(
+        tx.reserve(121),
+        Err(RecordSendError::TooLarge { len: 121, max: 120 })
+    ));
+    let child = spawn_child(
+        "blocking_reserve_and_receiving_into_a_buffer",
+        "receiver",
+        &[("SEGMENT", address.to_string())],
+    );
+    // Waits until the child has taken the first record.
+    let mut grant = tx.reserve_timeout(100, LIMIT).unwrap();
+    grant.write_at(0, &[9; 100]);
+    grant.commit();
+    let mut grant = tx.reserve(3).unwrap();
+    grant.write_at(0, b"end");
+    grant.commit();
+    drop(tx);
+    child.wait_success(LIMIT);
+}
+
+#[test]
+fn a_view_copies_into_a_buffer_only_if_it_fits() {
+    let address = unique_posix("copyto");
+    let _cleanup = Cleanup(address.clone());
+    let mut tx =
+        Sender::create(&address, 256, ProducerMode::Single, &ChannelOptions::new()).unwrap();
+    let mut rx = Receiver::open(&address).unwrap();
+    tx.send(b"hello").unwrap();
+    let view = rx.recv().unwrap();
+    let mut small = [0u8; 4];
+    assert_eq!(
+        view.copy_to(&mut small),
+        Err(ipcring::ring::record::BufferTooSmall {
+            len: 5,
+            capacity: 4
+        })
+    );
+    assert_eq!(small, [0; 4], "nothing copied");
+    let mut exact = [0u8; 5];
+    assert_eq!(view.copy_to(&mut exact), Ok(5));
+    assert_eq!(&exact, b"hello");
+    assert_eq!(view.to_vec(), b"hello");
+    drop(view);
+    assert_eq!(rx.try_recv_slice(&mut exact), Err(RecordRecvError::Empty));
 }

@@ -33,6 +33,28 @@ pub enum ChannelError {
     /// The creator has not finished setting up the ring.
     #[error("the channel's ring was not initialised in time")]
     NotReady,
+    /// `open_or_create` found an existing channel made with other
+    /// parameters; nothing was attached. `field` is `"channel kind"` (the
+    /// segment kinds, as their little-endian ASCII codes), `"capacity"`
+    /// (slots, or bytes for a record channel), `"producer mode"` (0 for one
+    /// sender, 1 for many), or a ring field such as `"slot size"` or
+    /// `"item size"` (bytes) for another item type.
+    #[error("the existing channel's {field} is {found}, this call asked for {expected}")]
+    Incompatible {
+        /// What differs.
+        field: &'static str,
+        /// In the existing channel.
+        found: u64,
+        /// What the call asked for.
+        expected: u64,
+    },
+    /// `open_timeout` gave up: the name did not appear, or its channel was
+    /// not ready, within the time given.
+    #[error("no ready channel appeared within {waited:?}")]
+    Timeout {
+        /// The time given.
+        waited: std::time::Duration,
+    },
 }
 
 /// A non-blocking send failed.
@@ -44,6 +66,10 @@ pub enum TrySendError<T> {
     /// Every receiver has left (or died).
     #[error("every receiver has left")]
     Disconnected(T),
+    /// No receiver is attached, and the channel's name was removed or now
+    /// names another segment: no receiver can join any more.
+    #[error("no receiver is attached and the channel's name was removed or reused")]
+    Removed(T),
     /// The ring's memory holds impossible values.
     #[error("the channel's memory is corrupted")]
     Corrupted(T),
@@ -55,6 +81,10 @@ pub enum SendError<T> {
     /// Every receiver has left (or died).
     #[error("every receiver has left")]
     Disconnected(T),
+    /// No receiver is attached, and the channel's name was removed or now
+    /// names another segment: no receiver can join any more.
+    #[error("no receiver is attached and the channel's name was removed or reused")]
+    Removed(T),
     /// The ring's memory holds impossible values.
     #[error("the channel's memory is corrupted")]
     Corrupted(T),
@@ -69,6 +99,10 @@ pub enum SendTimeoutError<T> {
     /// Every receiver has left (or died).
     #[error("every receiver has left")]
     Disconnected(T),
+    /// No receiver is attached, and the channel's name was removed or now
+    /// names another segment: no receiver can join any more.
+    #[error("no receiver is attached and the channel's name was removed or reused")]
+    Removed(T),
     /// The ring's memory holds impossible values.
     #[error("the channel's memory is corrupted")]
     Corrupted(T),
@@ -83,6 +117,10 @@ pub enum TryRecvError {
     /// Empty, and every sender has left (or died).
     #[error("the channel is empty and every sender has left")]
     Disconnected,
+    /// Empty, no sender is attached, and the channel's name was removed or
+    /// now names another segment: no sender can join any more.
+    #[error("no sender is attached and the channel's name was removed or reused")]
+    Removed,
     /// The ring's memory holds impossible values.
     #[error(transparent)]
     Corrupted(#[from] Corruption),
@@ -94,6 +132,10 @@ pub enum RecvError {
     /// Empty, and every sender has left (or died).
     #[error("the channel is empty and every sender has left")]
     Disconnected,
+    /// Empty, no sender is attached, and the channel's name was removed or
+    /// now names another segment: no sender can join any more.
+    #[error("no sender is attached and the channel's name was removed or reused")]
+    Removed,
     /// The ring's memory holds impossible values.
     #[error(transparent)]
     Corrupted(#[from] Corruption),
@@ -108,6 +150,10 @@ pub enum RecvTimeoutError {
     /// Empty, and every sender has left (or died).
     #[error("the channel is empty and every sender has left")]
     Disconnected,
+    /// Empty, no sender is attached, and the channel's name was removed or
+    /// now names another segment: no sender can join any more.
+    #[error("no sender is attached and the channel's name was removed or reused")]
+    Removed,
     /// The ring's memory holds impossible values.
     #[error(transparent)]
     Corrupted(#[from] Corruption),
@@ -126,16 +172,19 @@ macro_rules! opaque_debug {
 }
 
 opaque_debug! {
-    TrySendError { Full, Disconnected, Corrupted }
-    SendError { Disconnected, Corrupted }
-    SendTimeoutError { Timeout, Disconnected, Corrupted }
+    TrySendError { Full, Disconnected, Removed, Corrupted }
+    SendError { Disconnected, Removed, Corrupted }
+    SendTimeoutError { Timeout, Disconnected, Removed, Corrupted }
 }
 
 impl<T> TrySendError<T> {
     /// The item that was not sent.
     pub fn into_inner(self) -> T {
         match self {
-            TrySendError::Full(t) | TrySendError::Disconnected(t) | TrySendError::Corrupted(t) => t,
+            TrySendError::Full(t)
+            | TrySendError::Disconnected(t)
+            | TrySendError::Removed(t)
+            | TrySendError::Corrupted(t) => t,
         }
     }
 }
@@ -146,6 +195,7 @@ impl<T> SendTimeoutError<T> {
         match self {
             SendTimeoutError::Timeout(t)
             | SendTimeoutError::Disconnected(t)
+            | SendTimeoutError::Removed(t)
             | SendTimeoutError::Corrupted(t) => t,
         }
     }
@@ -156,6 +206,7 @@ impl From<RecvTimeoutError> for TryRecvError {
         match e {
             RecvTimeoutError::Timeout => TryRecvError::Empty,
             RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
+            RecvTimeoutError::Removed => TryRecvError::Removed,
             RecvTimeoutError::Corrupted(c) => TryRecvError::Corrupted(c),
         }
     }

@@ -9,27 +9,46 @@
 //! A channel segment's user area starts with an [`Endpoints`] table (one
 //! page), and the ring follows:
 //!
-//! | offset | field               | written by | meaning |
-//! |--------|---------------------|------------|---------|
-//! | 0      | `ready`             | creator    | [`READY`] once the ring is initialised |
-//! | 8      | `producers.census`  | producers, reapers | `ever << 32 \| live`: endpoints ever attached and attached now |
-//! | 16     | `producers.slots`   | each producer its own | 31 × [`ProcessIdentity`] words, 0 = free |
-//! | 264    | `consumers.census`  | consumers, reapers | as for producers |
-//! | 272    | `consumers.slots`   | each consumer its own | as for producers |
-//! | 4096   | ring                | the ring's rules | see `ring::spsc`, `ring::mpmc` |
+//! | offset | field                 | written by | meaning |
+//! |--------|-----------------------|------------|---------|
+//! | 0      | `ready`               | creator    | [`READY`] once the ring is initialised |
+//! | 8      | `producers.presence`  | producers, reapers | bit 63: someone attached once; bits 0–30: a hint of the taken slots |
+//! | 16     | `producers.slots`     | each producer its own | 31 × [`ProcessIdentity`] words, 0 = free |
+//! | 264    | `consumers.presence`  | consumers, reapers | as for producers |
+//! | 272    | `consumers.slots`     | each consumer its own | as for producers |
+//! | 520    | `producer_departures` | leaving producers, reapers | producers that left or were reaped, ever (wraps) |
+//! | 528    | `consumer_departures` | leaving consumers, reapers | as for producers |
+//! | 4096   | ring                  | the ring's rules | see `ring::spsc`, `ring::mpmc` |
 //!
-//! A side is *disconnected* when someone of it has attached and none is
-//! attached now. Leaving frees the slot at once; a process that dies
-//! without leaving is found by a reaper: any endpoint that finds the ring
-//! full or empty checks the other side's slots against `/proc` (at most
-//! every 50 ms), and a blocked endpoint waits in slices of at most 100 ms,
-//! checking between them. So a blocked peer notices a killed process within
-//! about 150 ms.
+//! The departure counters came after the rest: a segment made before them
+//! reads zeros there, which is a valid start.
+//!
+//! An endpoint's peers have *left* when nobody of the other side is
+//! attached and one of them left (or was found dead) after this endpoint
+//! attached: each endpoint records the other side's departure counter when
+//! it attaches, and compares. So a peer that left in an earlier run does
+//! not disconnect a new endpoint, which waits for a new peer instead, as a
+//! FIFO's reader waits for a writer. One exception keeps a finished
+//! sender's messages meaningful: a receiver that attaches while no sender
+//! is attached but the ring holds messages takes those senders as its
+//! peers, so it drains the messages and is then disconnected.
+//!
+//! Leaving frees the slot at once; a process that dies without leaving is
+//! found by a reaper: any endpoint that finds the ring full or empty checks
+//! the other side's slots against `/proc` (at most every 50 ms), and a
+//! blocked endpoint waits in slices of at most 100 ms, checking between
+//! them. So a blocked peer notices a killed process within about 150 ms.
+//! At the same moments an endpoint with nobody on the other side checks
+//! that its segment's name still leads to its segment; once it does not,
+//! no peer can join, and the endpoint's operations end with `Removed`
+//! instead of waiting forever.
 
 pub mod error;
 pub mod mpmc;
 pub mod records;
 pub mod spsc;
+#[cfg(feature = "serde")]
+pub mod typed;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,10 +59,10 @@ pub use error::{
     TrySendError,
 };
 
-use crate::ring::{Corruption, Region, Repair, RingStats, Side};
+use crate::ring::{Corruption, Region, Repair, RingError, RingStats, Side};
 use crate::segment::{
-    Address, CreateOptions, LivenessLock, MIN_LIVENESS_KEY, OpenOptions, ProcessIdentity, Segment,
-    SegmentError, Shareable,
+    Address, CreateOptions, LivenessLock, MIN_LIVENESS_KEY, Mismatch, OpenOptions, ProcessIdentity,
+    Segment, SegmentError, Shareable,
 };
 use crate::sync::{Deadline, WaitStrategy};
 
@@ -97,6 +116,13 @@ pub struct Endpoints {
     ready: AtomicU64,
     producers: RoleTable,
     consumers: RoleTable,
+    /// Producers that left or were reaped, ever; bumped by whoever frees a
+    /// producer slot, while the slot still holds the leaver (or the
+    /// reaper's mark), so a kill between the two steps is repaired by the
+    /// next reaper, which bumps it again. Only compared for change.
+    producer_departures: AtomicU64,
+    /// As `producer_departures`, for consumers.
+    consumer_departures: AtomicU64,
 }
 
 // SAFETY: #[repr(C)] aggregates of AtomicU64 and nothing else.
@@ -104,19 +130,54 @@ unsafe impl Shareable for RoleTable {}
 // SAFETY: as above.
 unsafe impl Shareable for Endpoints {}
 
-impl RoleTable {
-    /// Someone attached once and nobody is attached now.
+/// What an endpoint watches of the other side: its table, its departure
+/// counter, and what the counter held when the endpoint attached.
+#[derive(Clone, Copy)]
+pub(crate) struct PeerWatch<'a> {
+    table: &'a RoleTable,
+    departures: &'a AtomicU64,
+    seen: u64,
+    /// A receiver that found a finished sender's messages at attach.
+    inherited: bool,
+}
+
+impl PeerWatch<'_> {
+    /// Nobody of the other side is attached now, and one of them left
+    /// after we attached (or we inherited a finished sender's messages).
     #[inline]
-    fn is_gone(&self) -> bool {
+    pub(crate) fn is_gone(&self) -> bool {
         // Acquire: pairs with the Release `fetch_and` in `vacate`, so what
         // the last endpoint published before leaving is visible to us.
-        let presence = self.presence.load(Ordering::Acquire);
+        let presence = self.table.presence.load(Ordering::Acquire);
         if presence & EVER == 0 || presence & HINT_MASK != 0 {
             return false;
         }
-        self.confirm_empty()
+        self.left_since_attach()
     }
 
+    #[cold]
+    fn left_since_attach(&self) -> bool {
+        // Relaxed: a first look only; the answer is read again below.
+        if !self.inherited && self.departures.load(Ordering::Relaxed) == self.seen {
+            return false;
+        }
+        if !self.table.confirm_empty() {
+            return false;
+        }
+        // Relaxed: `confirm_empty` read every slot free with Acquire, and
+        // whoever freed one bumped the counter before its Release CAS, so
+        // that bump is visible here.
+        self.inherited || self.departures.load(Ordering::Relaxed) != self.seen
+    }
+
+    /// Nobody of the other side is attached now, whether or not anyone
+    /// ever was.
+    fn is_empty(&self) -> bool {
+        self.table.confirm_empty()
+    }
+}
+
+impl RoleTable {
     /// The hint says nobody is here: check the slots themselves.
     #[cold]
     fn confirm_empty(&self) -> bool {
@@ -214,6 +275,7 @@ impl Role {
 pub struct ChannelOptions {
     mode: u32,
     strategy: WaitStrategy,
+    owned: bool,
 }
 
 impl Default for ChannelOptions {
@@ -221,6 +283,7 @@ impl Default for ChannelOptions {
         ChannelOptions {
             mode: 0o600,
             strategy: WaitStrategy::default(),
+            owned: false,
         }
     }
 }
@@ -240,6 +303,19 @@ impl ChannelOptions {
     /// How the endpoint waits in blocking operations.
     pub fn wait_strategy(mut self, strategy: WaitStrategy) -> ChannelOptions {
         self.strategy = strategy;
+        self
+    }
+
+    /// Whether a created channel belongs to the endpoint that creates it
+    /// (default: persistent). An owned channel's name is removed when its
+    /// creating endpoint drops; endpoints already attached keep working
+    /// (a receiver drains what was sent), but no new one can find it. If
+    /// the creator dies instead, `segment::remove_stale()` (or
+    /// `ipcring rm --stale`) removes it. With `open_or_create`, only the
+    /// call that creates the channel owns it. See
+    /// [`CreateOptions::owned`].
+    pub fn owned(mut self, owned: bool) -> ChannelOptions {
+        self.owned = owned;
         self
     }
 }
@@ -262,6 +338,7 @@ pub(crate) fn create_segment(
     let create = CreateOptions::new(size)
         .kind(kind)
         .mode(options.mode)
+        .owned(options.owned)
         .register(true);
     let segment = match address {
         Some(address) => Segment::create(address, &create)?,
@@ -304,6 +381,105 @@ fn ring_region(segment: &Segment) -> Result<Region, ChannelError> {
 /// Opens a named channel segment of `kind`.
 pub(crate) fn open_segment(address: &Address, kind: u32) -> Result<Segment, ChannelError> {
     Ok(Segment::open(address, &OpenOptions::new().kind(kind))?)
+}
+
+/// How long an opener waits for the creator to publish the ring.
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens a named segment with `open` (which is given the time left),
+/// retrying while the name does not exist, until `deadline`; `Timeout`
+/// then. Other errors are returned at once.
+pub(crate) fn open_within(
+    timeout: Duration,
+    deadline: Deadline,
+    open: impl Fn(Duration) -> Result<Segment, SegmentError>,
+) -> Result<Segment, ChannelError> {
+    let mut pause = Duration::from_micros(500);
+    loop {
+        match open(deadline.remaining()) {
+            Ok(segment) => return Ok(segment),
+            Err(SegmentError::NotFound(_)) if !deadline.has_passed() => {
+                std::thread::sleep(pause.min(deadline.remaining()));
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            Err(SegmentError::NotFound(_) | SegmentError::NotReady { .. }) => {
+                return Err(ChannelError::Timeout { waited: timeout });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What `open_timeout` reports when the ring was not published in time.
+pub(crate) fn timeout_if_not_ready(e: ChannelError, timeout: Duration) -> ChannelError {
+    match e {
+        ChannelError::NotReady => ChannelError::Timeout { waited: timeout },
+        other => other,
+    }
+}
+
+/// Creates a named channel segment with `create`, or opens the existing
+/// one with `open`; returns it and whether this call created it. Bounded:
+/// each lap means another process removed the name between our two calls.
+pub(crate) fn create_or_open(
+    address: &Address,
+    create: impl Fn() -> Result<Segment, ChannelError>,
+    open: impl Fn() -> Result<Segment, ChannelError>,
+) -> Result<(Segment, bool), ChannelError> {
+    for _ in 0..16 {
+        match create() {
+            Ok(segment) => return Ok((segment, true)),
+            Err(ChannelError::Segment(SegmentError::AlreadyExists(_))) => {}
+            Err(e) => return Err(e),
+        }
+        match open() {
+            Ok(segment) => return Ok((segment, false)),
+            Err(ChannelError::Segment(SegmentError::NotFound(_))) => {}
+            Err(e) => return Err(as_incompatible(e)),
+        }
+    }
+    Err(SegmentError::NotFound(address.to_string()).into())
+}
+
+/// The error `open_or_create` reports when the existing channel is of
+/// another kind or item type: `Incompatible`, naming the field.
+pub(crate) fn as_incompatible(e: ChannelError) -> ChannelError {
+    match e {
+        ChannelError::Segment(SegmentError::Incompatible(Mismatch::Kind { found, expected })) => {
+            ChannelError::Incompatible {
+                field: "channel kind",
+                found: found.into(),
+                expected: expected.into(),
+            }
+        }
+        ChannelError::Ring(RingError::Incompatible {
+            field,
+            found,
+            expected,
+        }) => ChannelError::Incompatible {
+            field,
+            found,
+            expected,
+        },
+        other => other,
+    }
+}
+
+/// `Incompatible` unless the existing channel's `field` is what
+/// `open_or_create` asked for (`None`: this call created it, or `open`).
+pub(crate) fn expect_same(
+    field: &'static str,
+    found: u64,
+    expected: Option<u64>,
+) -> Result<(), ChannelError> {
+    match expected {
+        Some(expected) if expected != found => Err(ChannelError::Incompatible {
+            field,
+            found,
+            expected,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// What a channel's ring offers the endpoint layer for repairing the claims
@@ -363,8 +539,28 @@ pub(crate) struct Endpoint {
     ring_magic: u64,
     /// The segment's file was found shorter than our mapping.
     cut_short: bool,
+    /// The other side's departure counter when we attached.
+    peer_departures_seen: u64,
+    /// A receiver that found a finished sender's messages at attach: those
+    /// senders count as its peers, gone once it has drained them.
+    inherited: bool,
+    /// At the last check, nobody was on the other side and the segment's
+    /// name no longer led to it.
+    orphaned: bool,
     // Last: the tables and the repairer point into its mapping.
     segment: Segment,
+}
+
+/// What an endpoint knows of the other side, at the slow path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PeerState {
+    /// Attached, or not yet come: wait.
+    Present,
+    /// Left (or died) since we attached: disconnected.
+    Gone,
+    /// Nobody is attached and the name no longer leads here: nobody can
+    /// come.
+    Removed,
 }
 
 /// The liveness-lock key of `role`'s slot `index`: keys from 1024 belong to
@@ -387,16 +583,21 @@ impl Endpoint {
     /// left, then claims a slot on `role`'s side: slot 0 only (taking it
     /// over from a dead holder) if `exclusive`. `repairer` makes the ring's
     /// repair handle, if the ring has claims.
+    ///
+    /// `repairer` runs before the slot is claimed, so it is also where a
+    /// kind checks the ring (item type, capacity): a refused attach never
+    /// holds a slot, and so never counts as a departure.
     pub(crate) fn attach(
         segment: Segment,
         role: Role,
         exclusive: bool,
         strategy: WaitStrategy,
+        ready_by: Deadline,
         repairer: impl FnOnce(Region) -> Result<Option<Box<dyn ClaimRepair>>, ChannelError>,
     ) -> Result<(Endpoint, Region), ChannelError> {
         let view: &Endpoints = segment.view(0)?;
         let region = ring_region(&segment)?;
-        wait_ready(view)?;
+        wait_ready(view, ready_by)?;
         let repairer = repairer(region)?;
         let identity = ProcessIdentity::current()?.to_word();
         // Kept as a pointer: the endpoint owns the segment it points into.
@@ -413,6 +614,9 @@ impl Endpoint {
             liveness: None,
             ring_magic: 0,
             cut_short: false,
+            peer_departures_seen: 0,
+            inherited: false,
+            orphaned: false,
             segment,
         };
         endpoint.ring_magic = endpoint.read_ring_magic();
@@ -420,6 +624,16 @@ impl Endpoint {
         // (and everyone else) is not stuck behind their claims.
         endpoint.reap(Role::Producer);
         endpoint.reap(Role::Consumer);
+        // After the reaps: peers that died before we came, found dead just
+        // now, left before we attached.
+        let other = match role {
+            Role::Producer => Role::Consumer,
+            Role::Consumer => Role::Producer,
+        };
+        // Relaxed: the reaps above bumped it (if they freed anything) in
+        // this thread; departures by others are ordered by the slot loads
+        // in `PeerWatch::left_since_attach`.
+        endpoint.peer_departures_seen = endpoint.departures(other).load(Ordering::Relaxed);
         endpoint.slot = if exclusive {
             endpoint.claim_exclusive()?
         } else {
@@ -431,6 +645,31 @@ impl Endpoint {
     fn tables(&self) -> &Endpoints {
         // SAFETY: points into `self.segment`'s mapping, alive as long as self.
         unsafe { self.tables.as_ref() }
+    }
+
+    /// `role`'s departure counter.
+    fn departures(&self, role: Role) -> &AtomicU64 {
+        match role {
+            Role::Producer => &self.tables().producer_departures,
+            Role::Consumer => &self.tables().consumer_departures,
+        }
+    }
+
+    /// Counts a departure from `role`: called by whoever frees one of its
+    /// slots, just before the Release CAS that frees it.
+    fn count_departure(&self, role: Role) {
+        // Relaxed: published by the Release CAS in `vacate` that follows.
+        self.departures(role).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// For a receiver just attached: `has_messages` says whether the ring
+    /// held messages. If it did while no sender was attached, they were
+    /// left by senders that finished, and those count as this receiver's
+    /// peers: it drains them, then is disconnected.
+    pub(crate) fn note_leftovers(&mut self, has_messages: bool) {
+        if self.role == Role::Consumer && has_messages && self.peers().is_empty() {
+            self.inherited = true;
+        }
     }
 
     fn read_ring_magic(&self) -> u64 {
@@ -482,25 +721,40 @@ impl Endpoint {
         self.slot as u8
     }
 
-    /// The other side's table.
-    pub(crate) fn peers(&self) -> &RoleTable {
-        match self.role {
-            Role::Producer => &self.tables().consumers,
-            Role::Consumer => &self.tables().producers,
+    /// The other side, as this endpoint watches it.
+    pub(crate) fn peers(&self) -> PeerWatch<'_> {
+        let tables = self.tables();
+        let (table, departures) = match self.role {
+            Role::Producer => (&tables.consumers, &tables.consumer_departures),
+            Role::Consumer => (&tables.producers, &tables.producer_departures),
+        };
+        PeerWatch {
+            table,
+            departures,
+            seen: self.peer_departures_seen,
+            inherited: self.inherited,
         }
     }
 
-    /// The fast check: the other side attached once and nobody is there.
+    /// The fast check: nobody of the other side is there, and one left
+    /// since we attached.
     #[inline]
     pub(crate) fn peer_gone(&self) -> bool {
         self.peers().is_gone()
     }
 
+    /// Whether the other side has left, after the slow check.
+    pub(crate) fn peer_gone_or_dead(&mut self) -> bool {
+        self.peer_state() == PeerState::Gone
+    }
+
     /// The slow check, when the ring is full or empty (at most every
     /// 50 ms): reaps dead endpoints on both sides, repairing their claims,
-    /// so that neither a dead peer nor a dead fellow endpoint can wedge us.
+    /// so that neither a dead peer nor a dead fellow endpoint can wedge us;
+    /// and, with nobody on the other side, checks that a new peer could
+    /// still find the segment by its name.
     #[cold]
-    pub(crate) fn peer_gone_or_dead(&mut self) -> bool {
+    pub(crate) fn peer_state(&mut self) -> PeerState {
         let now = Instant::now();
         if now >= self.next_reap {
             self.next_reap = now + REAP_INTERVAL;
@@ -509,8 +763,18 @@ impl Endpoint {
             // A file cut short past the pages we touch while waiting would
             // otherwise go unnoticed until a later access faults.
             self.cut_short |= !self.segment.file_intact();
+            // A failed check never strands us: only a name seen gone counts.
+            self.orphaned =
+                self.peers().is_empty() && !self.segment.is_still_named().unwrap_or(true);
         }
-        self.peer_gone()
+        let peers = self.peers();
+        if peers.is_gone() {
+            PeerState::Gone
+        } else if self.orphaned && peers.is_empty() {
+            PeerState::Removed
+        } else {
+            PeerState::Present
+        }
     }
 
     /// Frees the slots of `role`'s dead endpoints, repairing their claims
@@ -611,6 +875,7 @@ impl Endpoint {
             repairer.repair(side, id, record);
         }
         failpoint!("channel.reap.repaired", false);
+        self.count_departure(role);
         table.vacate(index, mark)
     }
 
@@ -719,6 +984,7 @@ impl Endpoint {
         // A forked child holds a copy of this endpoint; only the process
         // that claimed the slot frees it.
         if std::process::id() == self.pid && self.slot < MAX_ENDPOINTS {
+            self.count_departure(self.role);
             let table = select(self.tables(), self.role);
             if !table.vacate(self.slot, self.identity) {
                 // Our slot no longer holds us (scribbled over): still tell
@@ -750,8 +1016,7 @@ fn select(tables: &Endpoints, role: Role) -> &RoleTable {
     }
 }
 
-fn wait_ready(tables: &Endpoints) -> Result<(), ChannelError> {
-    let deadline = Deadline::after(Duration::from_secs(1));
+fn wait_ready(tables: &Endpoints, deadline: Deadline) -> Result<(), ChannelError> {
     // Acquire: pairs with the Release store in `create_segment`.
     while tables.ready.load(Ordering::Acquire) != READY {
         if deadline.has_passed() {
@@ -850,11 +1115,12 @@ pub(crate) fn try_send<T: Copy>(
 #[cold]
 fn full_or_gone<T>(endpoint: &mut Endpoint, item: T) -> Result<(), TrySendError<T>> {
     if endpoint.check_intact().is_err() {
-        Err(TrySendError::Corrupted(item))
-    } else if endpoint.peer_gone_or_dead() {
-        Err(TrySendError::Disconnected(item))
-    } else {
-        Err(TrySendError::Full(item))
+        return Err(TrySendError::Corrupted(item));
+    }
+    match endpoint.peer_state() {
+        PeerState::Present => Err(TrySendError::Full(item)),
+        PeerState::Gone => Err(TrySendError::Disconnected(item)),
+        PeerState::Removed => Err(TrySendError::Removed(item)),
     }
 }
 
@@ -896,6 +1162,7 @@ pub(crate) fn send<T: Copy>(
             Err(TrySendError::Disconnected(back)) => {
                 return Err(SendTimeoutError::Disconnected(back));
             }
+            Err(TrySendError::Removed(back)) => return Err(SendTimeoutError::Removed(back)),
             Err(TrySendError::Corrupted(back)) => return Err(SendTimeoutError::Corrupted(back)),
         }
         let Some(until) = endpoint.slice(deadline) else {
@@ -933,14 +1200,16 @@ pub(crate) fn try_recv<T>(
 #[cold]
 fn empty_or_gone<T>(ring: &mut impl PopEnd<T>, endpoint: &mut Endpoint) -> Result<T, TryRecvError> {
     endpoint.check_intact()?;
-    if !endpoint.peer_gone_or_dead() {
-        return Err(TryRecvError::Empty);
-    }
+    let end = match endpoint.peer_state() {
+        PeerState::Present => return Err(TryRecvError::Empty),
+        PeerState::Gone => TryRecvError::Disconnected,
+        PeerState::Removed => TryRecvError::Removed,
+    };
     // The last sender's leaving (Release) was seen (Acquire): everything it
     // pushed is visible now.
     match ring.pop()? {
         Some(item) => received(endpoint, item),
-        None => Err(TryRecvError::Disconnected),
+        None => Err(end),
     }
 }
 
@@ -962,6 +1231,7 @@ pub(crate) fn recv<T>(
             Ok(item) => return Ok(item),
             Err(TryRecvError::Empty) => {}
             Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Removed) => return Err(RecvTimeoutError::Removed),
             Err(TryRecvError::Corrupted(c)) => return Err(RecvTimeoutError::Corrupted(c)),
         }
         let Some(until) = endpoint.slice(deadline) else {
@@ -976,6 +1246,7 @@ pub(crate) fn recv<T>(
 pub(crate) fn blocking_send_error<T>(e: SendTimeoutError<T>) -> SendError<T> {
     match e {
         SendTimeoutError::Disconnected(t) => SendError::Disconnected(t),
+        SendTimeoutError::Removed(t) => SendError::Removed(t),
         // Without a deadline there is no timeout; keep the item either way.
         SendTimeoutError::Corrupted(t) | SendTimeoutError::Timeout(t) => SendError::Corrupted(t),
     }
@@ -984,6 +1255,7 @@ pub(crate) fn blocking_send_error<T>(e: SendTimeoutError<T>) -> SendError<T> {
 pub(crate) fn blocking_recv_error(e: RecvTimeoutError) -> RecvError {
     match e {
         RecvTimeoutError::Corrupted(c) => RecvError::Corrupted(c),
+        RecvTimeoutError::Removed => RecvError::Removed,
         RecvTimeoutError::Disconnected | RecvTimeoutError::Timeout => RecvError::Disconnected,
     }
 }

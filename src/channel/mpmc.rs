@@ -26,7 +26,7 @@ use super::{
 };
 use crate::ring::mpmc::{MpmcHandle, MpmcRing, PushError};
 use crate::ring::{Corruption, Pod, Region, Repair, RingStats, Side};
-use crate::segment::{Address, Segment};
+use crate::segment::{Address, OpenOptions, Segment};
 use crate::sync::{Deadline, WaitStrategy};
 
 /// The segment kind of an MPMC channel ("MPMC").
@@ -142,6 +142,44 @@ macro_rules! common {
                 $end::attach(super::open_segment(address, KIND)?)
             }
 
+            /// Opens the named channel, creating it (with `capacity` and
+            /// `options`) if it does not exist. An existing channel must
+            /// hold items of `T` in `capacity` slots, or this fails with
+            /// [`ChannelError::Incompatible`] naming the field that
+            /// differs, and attaches nothing. Only a call that creates the
+            /// channel applies `options`' mode and ownership; the wait
+            /// strategy applies either way.
+            pub fn open_or_create(
+                address: &Address,
+                capacity: usize,
+                options: &ChannelOptions,
+            ) -> Result<$end<T>, ChannelError> {
+                let (segment, created) = super::create_or_open(
+                    address,
+                    || create_segment::<T>(Some(address), capacity, options),
+                    || super::open_segment(address, KIND),
+                )?;
+                let expected = (!created).then_some(capacity);
+                let ready_by = Deadline::after(super::READY_WAIT);
+                $end::attach_checked(segment, options.strategy, ready_by, expected)
+                    .map_err(super::as_incompatible)
+            }
+
+            /// Opens the named channel, waiting up to `timeout` for the
+            /// name to appear and its creator to finish setting it up:
+            /// [`ChannelError::Timeout`] if neither happened in time.
+            pub fn open_timeout(
+                address: &Address,
+                timeout: Duration,
+            ) -> Result<$end<T>, ChannelError> {
+                let deadline = Deadline::after(timeout);
+                let segment = super::open_within(timeout, deadline, |left| {
+                    Segment::open(address, &OpenOptions::new().kind(KIND).timeout(left))
+                })?;
+                $end::attach_checked(segment, WaitStrategy::default(), deadline, None)
+                    .map_err(|e| super::timeout_if_not_ready(e, timeout))
+            }
+
             /// Attaches to a channel segment (named, SysV or memfd).
             pub fn attach(segment: Segment) -> Result<$end<T>, ChannelError> {
                 $end::attach_with(segment, WaitStrategy::default())
@@ -151,14 +189,33 @@ macro_rules! common {
                 segment: Segment,
                 strategy: WaitStrategy,
             ) -> Result<$end<T>, ChannelError> {
+                let ready_by = Deadline::after(super::READY_WAIT);
+                $end::attach_checked(segment, strategy, ready_by, None)
+            }
+
+            fn attach_checked(
+                segment: Segment,
+                strategy: WaitStrategy,
+                ready_by: Deadline,
+                capacity: Option<usize>,
+            ) -> Result<$end<T>, ChannelError> {
                 let (endpoint, region) =
-                    Endpoint::attach(segment, $role, false, strategy, repairer::<T>)?;
+                    Endpoint::attach(segment, $role, false, strategy, ready_by, |region| {
+                        let found = MpmcRing::<T>::check(&region)?;
+                        super::expect_same("capacity", found as u64, capacity.map(|c| c as u64))?;
+                        repairer::<T>(region)
+                    })?;
                 // SAFETY: the region lies in the segment the endpoint owns,
                 // which outlives the ring handle (dropped first, with
                 // `self`); our id is our endpoint slot, which no other live
                 // endpoint of our side holds.
                 let ring = Ring(unsafe { MpmcHandle::attach(region, endpoint.id())? });
-                Ok($end { ring, endpoint })
+                let mut end = $end { ring, endpoint };
+                if $role == Role::Consumer {
+                    let has_messages = end.ring.0.len_hint() > 0;
+                    end.endpoint.note_leftovers(has_messages);
+                }
+                Ok(end)
             }
         }
     };

@@ -20,14 +20,14 @@
 use std::time::Duration;
 
 use super::{
-    ChannelError, ChannelOptions, Endpoint, PopEnd, PushEnd, RecvError, RecvTimeoutError, Role,
-    SendError, SendTimeoutError, TryRecvError, TrySendError,
+    ChannelError, ChannelOptions, Endpoint, PeerState, PopEnd, PushEnd, RecvError,
+    RecvTimeoutError, Role, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::ring::spsc::{
     ChunkError, Consumer, Producer, PushError, ReadChunk, SpscRing, WriteChunk,
 };
-use crate::ring::{Corruption, Pod};
-use crate::segment::{Address, Segment};
+use crate::ring::{Corruption, Pod, Region};
+use crate::segment::{Address, OpenOptions, Segment};
 use crate::sync::{Deadline, WaitStrategy};
 
 /// The segment kind of an SPSC channel ("SPSC").
@@ -46,6 +46,17 @@ pub fn create_segment<T: Pod>(
         // no endpoint can touch the region while it is initialised.
         unsafe { SpscRing::<T>::init(region, capacity) }
     })
+}
+
+/// The ring check made before an endpoint claims its slot: items of `T`,
+/// and `capacity` slots if `open_or_create` asked for them.
+fn check_ring<T: Pod>(
+    region: Region,
+    capacity: Option<usize>,
+) -> Result<Option<Box<dyn super::ClaimRepair>>, ChannelError> {
+    let found = SpscRing::<T>::check(&region)?;
+    super::expect_same("capacity", found as u64, capacity.map(|c| c as u64))?;
+    Ok(None)
 }
 
 impl<T: Pod> PushEnd<T> for Producer<T> {
@@ -110,14 +121,64 @@ impl<T: Pod> Sender<T> {
         Sender::attach(super::open_segment(address, KIND)?)
     }
 
+    /// Opens the named channel as its sender, creating it (with
+    /// `capacity` and `options`) if it does not exist. An existing channel
+    /// must hold items of `T` in `capacity` slots, or this fails with
+    /// [`ChannelError::Incompatible`] naming the field that differs, and
+    /// attaches nothing. Only a call that creates the channel applies
+    /// `options`' mode and ownership; the wait strategy applies either way.
+    pub fn open_or_create(
+        address: &Address,
+        capacity: usize,
+        options: &ChannelOptions,
+    ) -> Result<Sender<T>, ChannelError> {
+        let (segment, created) = super::create_or_open(
+            address,
+            || create_segment::<T>(Some(address), capacity, options),
+            || super::open_segment(address, KIND),
+        )?;
+        let expected = (!created).then_some(capacity);
+        let ready_by = Deadline::after(super::READY_WAIT);
+        Sender::attach_checked(segment, options.strategy, ready_by, expected)
+            .map_err(super::as_incompatible)
+    }
+
+    /// Opens the named channel as its sender, waiting up to `timeout` for
+    /// the name to appear and its creator to finish setting it up:
+    /// [`ChannelError::Timeout`] if neither happened in time.
+    pub fn open_timeout(address: &Address, timeout: Duration) -> Result<Sender<T>, ChannelError> {
+        let deadline = Deadline::after(timeout);
+        let segment = super::open_within(timeout, deadline, |left| {
+            Segment::open(address, &OpenOptions::new().kind(KIND).timeout(left))
+        })?;
+        Sender::attach_checked(segment, WaitStrategy::default(), deadline, None)
+            .map_err(|e| super::timeout_if_not_ready(e, timeout))
+    }
+
     /// Attaches to a channel segment (named, SysV or memfd).
     pub fn attach(segment: Segment) -> Result<Sender<T>, ChannelError> {
         Sender::attach_with(segment, WaitStrategy::default())
     }
 
     fn attach_with(segment: Segment, strategy: WaitStrategy) -> Result<Sender<T>, ChannelError> {
-        let (endpoint, region) =
-            Endpoint::attach(segment, Role::Producer, true, strategy, |_| Ok(None))?;
+        let ready_by = Deadline::after(super::READY_WAIT);
+        Sender::attach_checked(segment, strategy, ready_by, None)
+    }
+
+    fn attach_checked(
+        segment: Segment,
+        strategy: WaitStrategy,
+        ready_by: Deadline,
+        capacity: Option<usize>,
+    ) -> Result<Sender<T>, ChannelError> {
+        let (endpoint, region) = Endpoint::attach(
+            segment,
+            Role::Producer,
+            true,
+            strategy,
+            ready_by,
+            |region| check_ring::<T>(region, capacity),
+        )?;
         // SAFETY: the exclusive producer slot is ours, so no other
         // Producer uses this ring while we hold it.
         let ring = unsafe { Producer::attach(region)? };
@@ -198,16 +259,69 @@ impl<T: Pod> Receiver<T> {
         Receiver::attach(super::open_segment(address, KIND)?)
     }
 
+    /// Opens the named channel as its receiver, creating it (with
+    /// `capacity` and `options`) if it does not exist. An existing channel
+    /// must hold items of `T` in `capacity` slots, or this fails with
+    /// [`ChannelError::Incompatible`] naming the field that differs, and
+    /// attaches nothing. Only a call that creates the channel applies
+    /// `options`' mode and ownership; the wait strategy applies either way.
+    pub fn open_or_create(
+        address: &Address,
+        capacity: usize,
+        options: &ChannelOptions,
+    ) -> Result<Receiver<T>, ChannelError> {
+        let (segment, created) = super::create_or_open(
+            address,
+            || create_segment::<T>(Some(address), capacity, options),
+            || super::open_segment(address, KIND),
+        )?;
+        let expected = (!created).then_some(capacity);
+        let ready_by = Deadline::after(super::READY_WAIT);
+        Receiver::attach_checked(segment, options.strategy, ready_by, expected)
+            .map_err(super::as_incompatible)
+    }
+
+    /// Opens the named channel as its receiver, waiting up to `timeout` for
+    /// the name to appear and its creator to finish setting it up:
+    /// [`ChannelError::Timeout`] if neither happened in time.
+    pub fn open_timeout(address: &Address, timeout: Duration) -> Result<Receiver<T>, ChannelError> {
+        let deadline = Deadline::after(timeout);
+        let segment = super::open_within(timeout, deadline, |left| {
+            Segment::open(address, &OpenOptions::new().kind(KIND).timeout(left))
+        })?;
+        Receiver::attach_checked(segment, WaitStrategy::default(), deadline, None)
+            .map_err(|e| super::timeout_if_not_ready(e, timeout))
+    }
+
     /// Attaches to a channel segment (named, SysV or memfd).
     pub fn attach(segment: Segment) -> Result<Receiver<T>, ChannelError> {
         Receiver::attach_with(segment, WaitStrategy::default())
     }
 
     fn attach_with(segment: Segment, strategy: WaitStrategy) -> Result<Receiver<T>, ChannelError> {
-        let (endpoint, region) =
-            Endpoint::attach(segment, Role::Consumer, true, strategy, |_| Ok(None))?;
+        let ready_by = Deadline::after(super::READY_WAIT);
+        Receiver::attach_checked(segment, strategy, ready_by, None)
+    }
+
+    fn attach_checked(
+        segment: Segment,
+        strategy: WaitStrategy,
+        ready_by: Deadline,
+        capacity: Option<usize>,
+    ) -> Result<Receiver<T>, ChannelError> {
+        let (endpoint, region) = Endpoint::attach(
+            segment,
+            Role::Consumer,
+            true,
+            strategy,
+            ready_by,
+            |region| check_ring::<T>(region, capacity),
+        )?;
         // SAFETY: the exclusive consumer slot is ours.
         let ring = unsafe { Consumer::attach(region)? };
+        let mut ring = ring;
+        let mut endpoint = endpoint;
+        endpoint.note_leftovers(ring.ready_items().is_ok_and(|n| n > 0));
         Ok(Receiver { ring, endpoint })
     }
 
@@ -237,15 +351,18 @@ impl<T: Pod> Receiver<T> {
         if n == 0 {
             self.endpoint.check_intact()?;
         }
-        if n == 0 && self.endpoint.peer_gone_or_dead() {
-            let n = self.ring.pop_into(out)?;
-            return if n == 0 {
-                Err(TryRecvError::Disconnected)
-            } else {
-                Ok(n)
-            };
+        if n > 0 {
+            return Ok(n);
         }
-        Ok(n)
+        let end = match self.endpoint.peer_state() {
+            PeerState::Present => return Ok(0),
+            PeerState::Gone => TryRecvError::Disconnected,
+            PeerState::Removed => TryRecvError::Removed,
+        };
+        match self.ring.pop_into(out)? {
+            0 => Err(end),
+            n => Ok(n),
+        }
     }
 
     /// Exactly `n` ready items to read in place, or `TooFew` (see

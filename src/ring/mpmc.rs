@@ -166,6 +166,16 @@ impl<T: Pod> MpmcRing<T> {
         slotted_layout::<Header, Slot<T>>(capacity)
     }
 
+    /// Validates the ring at the start of `region` for items of `T`, as
+    /// `attach` does, without attaching; returns its capacity in slots.
+    pub fn check(region: &Region) -> Result<usize, RingError> {
+        // SAFETY: the handle lives only within this call, while the caller
+        // keeps the region mapped, and never pushes or pops: it reads the
+        // info block only, so sharing id 0 with a live handle is harmless.
+        let handle = unsafe { MpmcHandle::<T>::attach(*region, 0)? };
+        Ok(handle.capacity())
+    }
+
     /// Writes an empty ring of `capacity` slots at the start of `region`.
     ///
     /// # Safety

@@ -155,6 +155,16 @@ pub enum ReserveError {
 
 pub use super::spsc::PopError;
 
+/// A record does not fit the caller's buffer; nothing was copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a record of {len} bytes does not fit a buffer of {capacity}")]
+pub struct BufferTooSmall {
+    /// The record's payload length.
+    pub len: usize,
+    /// The buffer's length.
+    pub capacity: usize,
+}
+
 /// Sizes and initialises record rings.
 pub struct RecordRing;
 
@@ -168,6 +178,13 @@ impl RecordRing {
     /// The largest payload a ring of `capacity` bytes takes.
     pub fn max_payload(capacity: usize) -> usize {
         (capacity / 2).saturating_sub(HEADER)
+    }
+
+    /// Validates the ring at the start of `region`, as `attach` does,
+    /// without attaching; returns its buffer capacity in bytes and its
+    /// producer mode. Only its creator-written info block is read.
+    pub fn check(region: &Region) -> Result<(usize, ProducerMode), RingError> {
+        Shared::attach(*region).map(|shared| (shared.capacity as usize, shared.mode))
     }
 
     fn check_capacity(capacity: usize) -> Result<(), RingError> {
@@ -349,6 +366,26 @@ impl RecordProducer {
     /// record the consumer skips, and so does a leaked one (at the next
     /// reserve, or when this producer is dropped).
     pub fn try_reserve(&mut self, len: usize) -> Result<RecordGrant<'_>, ReserveError> {
+        let reservation = self.reserve_open(len)?;
+        Ok(self.grant(reservation))
+    }
+
+    /// The grant for a reservation [`reserve_open`](Self::reserve_open)
+    /// just made. Split from it so that a caller can retry a reservation in
+    /// a loop and borrow the producer for the grant only once it is made.
+    pub(crate) fn grant(&mut self, reservation: Reservation) -> RecordGrant<'_> {
+        RecordGrant {
+            producer: self,
+            position: reservation.position,
+            len: reservation.len,
+            committed: false,
+        }
+    }
+
+    /// Reserves as [`try_reserve`](Self::try_reserve) does; the reservation
+    /// is open (and abandoned as leaked at the next reserve) until
+    /// [`grant`](Self::grant) turns it into a grant.
+    pub(crate) fn reserve_open(&mut self, len: usize) -> Result<Reservation, ReserveError> {
         self.abandon_leaked_grant();
         let max = self.max_payload();
         if len > max {
@@ -377,12 +414,7 @@ impl RecordProducer {
         failpoint!("record.reserve.padded", Err(ReserveError::Full));
         let position = start.wrapping_add(pad);
         self.open = Some((position, len));
-        Ok(RecordGrant {
-            producer: self,
-            position,
-            len,
-            committed: false,
-        })
+        Ok(Reservation { position, len })
     }
 
     /// Many producers: claims `pad + size` bytes by CAS on `tail`; returns
@@ -762,6 +794,13 @@ impl Shared {
     }
 }
 
+/// A reservation made by `RecordProducer::reserve_open`, not yet a grant.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    position: u64,
+    len: usize,
+}
+
 /// Room for one record, reserved. Commit publishes it; dropping it
 /// uncommitted publishes a record the consumer skips.
 pub struct RecordGrant<'a> {
@@ -916,6 +955,19 @@ impl RecordConsumer {
             match self.peek()? {
                 None => return Ok(false),
                 Some((Peeked::Record(_), _)) => return Ok(true),
+                Some((Peeked::Skip, size)) => self.release(size),
+            }
+        }
+    }
+
+    /// The payload length of the next record, passing over pads and
+    /// skipped records on the way; `None` if none is published. The record
+    /// stays in the ring.
+    pub fn next_len(&mut self) -> Result<Option<usize>, Corruption> {
+        loop {
+            match self.peek()? {
+                None => return Ok(None),
+                Some((Peeked::Record(len), _)) => return Ok(Some(len)),
                 Some((Peeked::Skip, size)) => self.release(size),
             }
         }
@@ -1084,7 +1136,18 @@ enum Peeked {
 /// A received record, borrowed from the ring; released when dropped.
 ///
 /// The bytes stay in shared memory until then: read them with
-/// [`read_at`](RecordView::read_at) or [`to_vec`](RecordView::to_vec).
+/// [`to_vec`](RecordView::to_vec), [`copy_to`](RecordView::copy_to) or
+/// [`read_at`](RecordView::read_at).
+///
+/// There is deliberately no `&[u8]` view of the payload (no `Deref`, no
+/// `as_slice`). The bytes live in memory that other processes map
+/// writable: a correct sender no longer writes them, but a faulty or
+/// hostile one (or a scribbler) may, and Rust forbids a shared slice whose
+/// bytes change under it, whatever the reader then does with them. The
+/// copies read the bytes with atomic word loads, which is sound whatever
+/// another process does; a caller that wants zero-copy access and accepts
+/// that contract gets the raw pointer from [`as_ptr`](RecordView::as_ptr)
+/// and must not make a slice of it either, except of bytes it has copied.
 pub struct RecordView<'a> {
     consumer: &'a mut RecordConsumer,
     len: usize,
@@ -1134,6 +1197,19 @@ impl RecordView<'_> {
         let mut out = vec![0; self.len];
         self.read_at(0, &mut out);
         out
+    }
+
+    /// Copies the whole payload to the start of `out`; returns its length.
+    /// An `out` shorter than the payload is refused (`BufferTooSmall`,
+    /// nothing copied), never filled with a truncated record.
+    pub fn copy_to(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let Some(out) = out.get_mut(..self.len) else {
+            return Err(BufferTooSmall {
+                len: self.len,
+                capacity: out.len(),
+            });
+        };
+        Ok(self.read_at(0, out))
     }
 
     /// A raw pointer to the payload's first byte, valid until the view is

@@ -100,6 +100,13 @@ impl<T: Pod> SpscRing<T> {
         slotted_layout::<Header, Slot<T>>(capacity)
     }
 
+    /// Validates the ring at the start of `region` for items of `T`, as
+    /// `attach` does, without attaching; returns its capacity in slots.
+    /// Only its creator-written info block is read.
+    pub fn check(region: &Region) -> Result<usize, RingError> {
+        Shared::<T>::attach(*region).map(|shared| shared.capacity as usize)
+    }
+
     /// Writes an empty ring of `capacity` slots at the start of `region`.
     ///
     /// # Safety

@@ -513,6 +513,40 @@ impl Segment {
         }
     }
 
+    /// Whether this segment's name (POSIX) or key (SysV) still leads to
+    /// this very segment: `false` once it was removed, or now names another
+    /// object (POSIX: compared by device and inode, as [`Segment::unlink`]
+    /// does; SysV: a removed segment's key reads as private). An anonymous
+    /// segment has no name to lose and is always `true`. An endpoint waiting
+    /// for a peer asks this: no new peer can find a segment whose name is
+    /// gone. Two or three system calls: keep it off fast paths.
+    pub fn is_still_named(&self) -> Result<bool, SegmentError> {
+        match &self.backing {
+            Backing::Posix { name, fd } => {
+                let address = Address::Posix(name.clone());
+                let io = |op| move |source| SegmentError::Io { op, source };
+                let ours = shm::fstat(fd).map_err(io("fstat"))?;
+                let named = match shm::open(&posix_c_name(name), false) {
+                    Ok(named) => named,
+                    Err(e) => {
+                        return match SegmentError::from_os("shm_open", &address, e) {
+                            SegmentError::NotFound(_) => Ok(false),
+                            other => Err(other),
+                        };
+                    }
+                };
+                let named = shm::fstat(&named).map_err(io("fstat"))?;
+                Ok((named.dev, named.ino) == (ours.dev, ours.ino))
+            }
+            Backing::SysV { key, id } => match sysv::stat(*id) {
+                Ok(stat) => Ok(stat.key == key.get()),
+                Err(e) if sysv::is_removed(&e) => Ok(false),
+                Err(e) => Err(sysv_error("shmctl(IPC_STAT)", &Address::SysV(*key), e)),
+            },
+            Backing::Memfd { .. } => Ok(true),
+        }
+    }
+
     /// The segment's name or key; `None` if anonymous.
     pub fn address(&self) -> Option<Address> {
         match &self.backing {

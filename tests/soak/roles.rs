@@ -65,7 +65,9 @@ impl Outbox for MpmcOutbox {
                 std::thread::sleep(Duration::from_millis(1));
                 Sent::Again
             }
-            Err(e @ SendTimeoutError::Corrupted(_)) => Sent::Failed(format!("send: {e}")),
+            Err(e @ (SendTimeoutError::Corrupted(_) | SendTimeoutError::Removed(_))) => {
+                Sent::Failed(format!("send: {e}"))
+            }
         }
     }
 }
@@ -81,7 +83,9 @@ impl Inbox for MpmcInbox {
             }
             Err(RecvTimeoutError::Timeout) => Got::Nothing,
             Err(RecvTimeoutError::Disconnected) => Got::Disconnected,
-            Err(e @ RecvTimeoutError::Corrupted(_)) => Got::Failed(format!("recv: {e}")),
+            Err(e @ (RecvTimeoutError::Corrupted(_) | RecvTimeoutError::Removed)) => {
+                Got::Failed(format!("recv: {e}"))
+            }
         }
     }
 }
@@ -149,7 +153,9 @@ impl Inbox for RecordInbox {
             }
             Err(RecvTimeoutError::Timeout) => Got::Nothing,
             Err(RecvTimeoutError::Disconnected) => Got::Disconnected,
-            Err(e @ RecvTimeoutError::Corrupted(_)) => Got::Failed(format!("recv: {e}")),
+            Err(e @ (RecvTimeoutError::Corrupted(_) | RecvTimeoutError::Removed)) => {
+                Got::Failed(format!("recv: {e}"))
+            }
         }
     }
 }
