@@ -43,6 +43,7 @@
 //! no peer can join, and the endpoint's operations end with `Removed`
 //! instead of waiting forever.
 
+pub mod datagram;
 pub mod error;
 pub mod mpmc;
 pub mod records;

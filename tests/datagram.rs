@@ -1,0 +1,209 @@
+//! Datagram ports across processes: boundaries kept (zero-length too),
+//! owned names, a dead owner's name taken over, no silent truncation,
+//! batches, zero-copy loans and borrowed receives, and anonymous ports
+//! handed to a child.
+
+mod common;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use common::{Cleanup, child_role, spawn_child, unique_posix};
+use ipcring::channel::datagram::{Port, PortSender};
+use ipcring::channel::records::{RecordRecvError, RecordSendError};
+use ipcring::channel::{ChannelError, ChannelOptions, TryRecvError};
+use ipcring::segment::{Address, OpenOptions, Segment, SegmentError};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn address_from_env() -> Address {
+    std::env::var("SEGMENT").unwrap().parse().unwrap()
+}
+
+/// Datagram `i` of a sender: `i % 300` bytes (zero-length included), each
+/// byte derived from `i` and its position.
+fn datagram(sender: u64, i: u64) -> Vec<u8> {
+    (0..(i % 300) as usize)
+        .map(|at| (sender * 31 + i * 7 + at as u64) as u8)
+        .collect()
+}
+
+const SENT: u64 = 2000;
+
+#[test]
+fn boundaries_are_kept_between_processes() {
+    if let Some(role) = child_role() {
+        let sender: u64 = role.parse().unwrap();
+        let mut tx = PortSender::connect_timeout(&address_from_env(), LIMIT).unwrap();
+        for i in 0..SENT {
+            let mut message = sender.to_le_bytes().to_vec();
+            message.extend(i.to_le_bytes());
+            message.extend(datagram(sender, i));
+            tx.send(&message).unwrap();
+        }
+        return;
+    }
+    let address = unique_posix("dgram-bounds");
+    let _cleanup = Cleanup(address.clone());
+    let mut port = Port::bind(&address, 1 << 14, &ChannelOptions::new()).unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|s| {
+            spawn_child(
+                "boundaries_are_kept_between_processes",
+                &s.to_string(),
+                &[("SEGMENT", address.to_string())],
+            )
+        })
+        .collect();
+    let mut next = [0u64; 3];
+    let mut buf = vec![0u8; port.max_datagram()];
+    for _ in 0..3 * SENT {
+        let n = port.recv_timeout(&mut buf, LIMIT).unwrap();
+        let sender = u64::from_le_bytes(buf[..8].try_into().unwrap());
+        let i = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+        assert_eq!(i, next[sender as usize], "in order per sender");
+        next[sender as usize] += 1;
+        assert_eq!(&buf[16..n], datagram(sender, i), "datagram {i} whole");
+    }
+    for child in children {
+        child.wait_success(LIMIT);
+    }
+    assert_eq!(
+        port.try_recv(&mut buf),
+        Err(RecordRecvError::Disconnected),
+        "every sender gone and nothing left"
+    );
+}
+
+#[test]
+fn a_port_owns_its_name() {
+    let address = unique_posix("dgram-owned");
+    let _cleanup = Cleanup(address.clone());
+    let port = Port::bind(&address, 4096, &ChannelOptions::new()).unwrap();
+    let mut tx = PortSender::connect(&address).unwrap();
+    assert!(
+        matches!(
+            Port::bind(&address, 4096, &ChannelOptions::new()),
+            Err(ChannelError::Segment(SegmentError::AlreadyExists(_)))
+        ),
+        "a live port keeps its name"
+    );
+    drop(port);
+    assert!(matches!(
+        PortSender::connect(&address),
+        Err(ChannelError::Segment(SegmentError::NotFound(_)))
+    ));
+    assert_eq!(tx.try_send(b"late"), Err(RecordSendError::Disconnected));
+}
+
+#[test]
+fn a_dead_owners_name_is_taken_over() {
+    if child_role().is_some() {
+        let _port = Port::bind(&address_from_env(), 4096, &ChannelOptions::new()).unwrap();
+        std::thread::sleep(LIMIT);
+        return;
+    }
+    let address = unique_posix("dgram-dead-owner");
+    let _cleanup = Cleanup(address.clone());
+    let mut child = spawn_child(
+        "a_dead_owners_name_is_taken_over",
+        "owner",
+        &[("SEGMENT", address.to_string())],
+    );
+    common::eventually(LIMIT, "the child bound the port", || {
+        PortSender::connect(&address).is_ok()
+    });
+    child.child().kill().unwrap();
+    child.wait_code(LIMIT);
+    let mut port = Port::bind(&address, 4096, &ChannelOptions::new()).unwrap();
+    let mut tx = PortSender::connect(&address).unwrap();
+    tx.send(b"new owner").unwrap();
+    let mut buf = [0u8; 64];
+    let n = port.recv_timeout(&mut buf, LIMIT).unwrap();
+    assert_eq!(&buf[..n], b"new owner");
+}
+
+#[test]
+fn small_buffers_never_truncate() {
+    let address = unique_posix("dgram-small");
+    let _cleanup = Cleanup(address.clone());
+    let mut port = Port::bind(&address, 4096, &ChannelOptions::new()).unwrap();
+    let mut tx = PortSender::connect(&address).unwrap();
+    tx.send(b"twelve bytes").unwrap();
+    let mut small = [0u8; 4];
+    assert!(matches!(
+        port.try_recv(&mut small),
+        Err(RecordRecvError::BufferTooSmall { len: 12, .. })
+    ));
+    let mut big = [0u8; 16];
+    assert_eq!(port.try_recv(&mut big), Ok(12), "still queued, whole");
+    assert_eq!(&big[..12], b"twelve bytes");
+    assert_eq!(port.try_recv(&mut big), Err(RecordRecvError::Empty));
+    assert_eq!(
+        port.recv_timeout(&mut big, Duration::from_millis(20)),
+        Err(RecordRecvError::Timeout)
+    );
+    let too_big = vec![0u8; port.max_datagram() + 1];
+    assert!(matches!(
+        tx.try_send(&too_big),
+        Err(RecordSendError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn batches_loans_and_borrowed_receives() {
+    let address = unique_posix("dgram-batch");
+    let _cleanup = Cleanup(address.clone());
+    let mut port = Port::bind(&address, 4096, &ChannelOptions::new()).unwrap();
+    let mut tx = PortSender::connect(&address).unwrap();
+    let mut batch = Vec::new();
+    assert_eq!(port.try_recv_batch(&mut batch, 4), Err(TryRecvError::Empty));
+    // More than fit: a prefix goes.
+    let big = vec![7u8; 1000];
+    let many: Vec<&[u8]> = (0..10).map(|_| big.as_slice()).collect();
+    let sent = tx.try_send_batch(&many).unwrap();
+    assert!((1..10).contains(&sent), "sent {sent}");
+    assert_eq!(port.recv_batch(&mut batch, 100).unwrap(), sent);
+    assert!(batch.iter().all(|d| d == &big));
+    assert_eq!(tx.send_batch(&[b"x", b"", b"yz"]), Ok(3));
+    batch.clear();
+    assert_eq!(port.try_recv_batch(&mut batch, 2), Ok(2));
+    assert_eq!(batch, [b"x".to_vec(), Vec::new()]);
+    assert_eq!(port.try_recv_batch(&mut batch, 2), Ok(1));
+
+    // Zero-copy both ways.
+    let mut grant = tx.loan(5).unwrap();
+    grant.write_at(0, b"hello");
+    grant.commit();
+    let view = port.recv_borrowed().unwrap();
+    assert_eq!(view.to_vec(), b"hello");
+    drop(view);
+    assert!(matches!(port.try_recv_borrowed(), Err(TryRecvError::Empty)));
+}
+
+#[test]
+fn an_anonymous_port_is_handed_to_a_child() {
+    if child_role().is_some() {
+        let fd: i32 = std::env::var("PORT_FD").unwrap().parse().unwrap();
+        let segment = Segment::open_inherited(fd, &OpenOptions::new()).unwrap();
+        let mut tx = PortSender::attach(segment).unwrap();
+        for i in 0..100u32 {
+            tx.send(&i.to_le_bytes()).unwrap();
+        }
+        return;
+    }
+    let mut port = Port::bind_anonymous(4096, &ChannelOptions::new()).unwrap();
+    let fd: OwnedFd = port.segment().inheritable_fd().unwrap();
+    let child = spawn_child(
+        "an_anonymous_port_is_handed_to_a_child",
+        "sender",
+        &[("PORT_FD", fd.as_raw_fd().to_string())],
+    );
+    drop(fd);
+    let mut buf = [0u8; 4];
+    for i in 0..100u32 {
+        assert_eq!(port.recv_timeout(&mut buf, LIMIT), Ok(4));
+        assert_eq!(u32::from_le_bytes(buf), i);
+    }
+    child.wait_success(LIMIT);
+}
