@@ -6,7 +6,7 @@
 //!   receiver drops (or dies and is swept by `remove_stale`), the name goes,
 //!   and connected senders get `Disconnected`. Senders [`PortSender::connect`]
 //!   to it. It is a many-sender record channel
-//!   ([`records`](super::records)), so a datagram is received whole and in
+//!   ([`records`]), so a datagram is received whole and in
 //!   order per sender, and a sender killed at any step leaves the port
 //!   usable (docs/crash-behavior.md). Datagrams still queued when the
 //!   receiver goes are dropped with the port: binding the name again
