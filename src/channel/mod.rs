@@ -28,6 +28,7 @@
 
 pub mod error;
 pub mod mpmc;
+pub mod queue;
 pub mod records;
 pub mod spsc;
 

@@ -55,9 +55,9 @@ pub const MAX_MESSAGE_LIMIT: usize = 1 << 24;
 pub const MAX_BLOCKS: usize = 1 << 20;
 /// The most bytes a queue's blocks may take in all (1 TiB).
 pub const MAX_QUEUE_BYTES: usize = 1 << 40;
-/// Blocks of a rendezvous (zero-capacity) queue: one per possible endpoint
-/// (31 per side), so every blocked sender has one.
-pub const RENDEZVOUS_BLOCKS: usize = 62;
+/// Blocks of a rendezvous (zero-capacity) queue: one per possible handle
+/// (31), so every blocked sender has one.
+pub const RENDEZVOUS_BLOCKS: usize = 31;
 /// Owner-word flag: the block is loaned to the token for writing.
 pub const LOANED: u64 = 1 << 32;
 /// Owner-word flag: the block was received by the token and is being read
@@ -242,6 +242,13 @@ pub struct Found {
     pub len: usize,
     /// Its sender's pid.
     pub sender_pid: u32,
+}
+
+impl Found {
+    /// The block holding the message.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
 }
 
 /// Why a queue operation did not happen. The queue is unchanged.
