@@ -926,6 +926,8 @@ impl Queue {
             drop(locked);
             match loaned {
                 Ok(index) => {
+                    // Lent and unlocked: the block is ours alone.
+                    failpoint!("queue.loan.taken", Err(QueueSendError::Full));
                     return Ok(Loan {
                         queue: self,
                         index,

@@ -1204,7 +1204,6 @@ impl Locked<'_> {
         tx.set(&header.bytes, Self::load(&header.bytes) + len as u64)?;
         tx.set(&header.freed, Self::load(&header.freed).wrapping_add(1))?;
         tx.commit(TAG_LOAN)?;
-        failpoint!("queue.loan.taken", Ok(index));
         Ok(index)
     }
 
@@ -1350,6 +1349,13 @@ impl Locked<'_> {
             },
         };
         let header = self.header();
+        if outcome.held_lock {
+            // Taking the lock back from a dead holder is a repair too.
+            let mut tx = self.tx();
+            tx.set(&header.repairs, Self::load(&header.repairs) + 1)
+                .map_err(|e| as_corruption(e.into()))?;
+            tx.commit(TAG_REPAIR)?;
+        }
         for index in 0..self.queue.block_count as u64 {
             let owner = Self::load(&self.queue.block(index)[OWNER]);
             if owner & TOKEN_MASK != self.token || owner & !TOKEN_MASK == 0 {
