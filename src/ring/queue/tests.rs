@@ -264,7 +264,7 @@ fn a_dead_tokens_blocks_and_undelivered_receive_are_reclaimed() {
     let stats = q.stats();
     assert_eq!(
         (stats.count, stats.bytes, stats.losses, stats.repairs),
-        (1, 1, 2, 3)
+        (1, 1, 2, 4)
     );
     assert_eq!(take(&q, Select::Any).unwrap().2, b"3");
     for i in 0..4 {
@@ -465,4 +465,18 @@ proptest! {
             prop_assert_eq!(stats.bytes, model.iter().map(|m| m.3.len() as u64).sum::<u64>());
         }
     }
+}
+
+#[test]
+fn layout_matches_the_documented_table() {
+    use std::mem::offset_of;
+    assert_eq!(offset_of!(QueueHeader, config), 40);
+    assert_eq!(offset_of!(QueueHeader, lock), 88);
+    assert_eq!(offset_of!(QueueHeader, free_head), 504);
+    assert_eq!(offset_of!(QueueHeader, in_hand), 624);
+    assert_eq!(offset_of!(QueueHeader, heads), 1144);
+    assert_eq!(offset_of!(QueueHeader, tails), 1656);
+    assert_eq!(offset_of!(QueueHeader, data_ready), 2168);
+    assert_eq!(offset_of!(QueueHeader, space_ready), 2176);
+    assert_eq!(blocks_offset(), 2240);
 }
