@@ -77,6 +77,19 @@ impl QueueConfig {
 }
 
 /// Why a queue could not be created, opened or removed.
+///
+/// ```
+/// use ipcring::channel::ChannelOptions;
+/// use ipcring::channel::queue::*;
+///
+/// let address = format!("doc-queue-openerr-{}", std::process::id()).parse()?;
+/// let mut queue = Queue::create(&address, &QueueConfig::new(1, 8), &ChannelOptions::new())?;
+/// let other = QueueConfig::new(2, 8);
+/// let opened = Queue::open_or_create(&address, &other, &ChannelOptions::new());
+/// assert!(matches!(opened, Err(QueueOpenError::Incompatible { field: "max_msgs", .. })));
+/// Queue::remove(&address)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueOpenError {
@@ -103,6 +116,19 @@ impl From<SegmentError> for QueueOpenError {
 
 /// Why a message was not sent. Nothing was queued (except after a
 /// rendezvous send's `Removed`: see [`Queue::send`]).
+///
+/// ```
+/// use ipcring::channel::ChannelOptions;
+/// use ipcring::channel::queue::*;
+///
+/// let address = format!("doc-queue-senderr-{}", std::process::id()).parse()?;
+/// let mut queue = Queue::create(&address, &QueueConfig::new(1, 8), &ChannelOptions::new())?;
+/// queue.try_send(b"one", 1, 0)?;
+/// assert_eq!(queue.try_send(b"two", 1, 0), Err(QueueSendError::Full));
+/// assert_eq!(queue.try_send(b"x", 1, 32), Err(QueueSendError::InvalidPriority { priority: 32, priorities: 32 }));
+/// Queue::remove(&address)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueSendError {
@@ -141,6 +167,20 @@ pub enum QueueSendError {
 }
 
 /// Why no message was received. The queue is unchanged.
+///
+/// ```
+/// use ipcring::channel::ChannelOptions;
+/// use ipcring::channel::queue::*;
+///
+/// let address = format!("doc-queue-recverr-{}", std::process::id()).parse()?;
+/// let mut queue = Queue::create(&address, &QueueConfig::new(1, 8), &ChannelOptions::new())?;
+/// let mut buf = [0u8; 8];
+/// assert_eq!(queue.try_recv(Select::Any, &mut buf), Err(QueueRecvError::NoMessage));
+/// let waited = queue.recv_timeout(Select::Any, &mut buf, std::time::Duration::from_millis(1));
+/// assert_eq!(waited, Err(QueueRecvError::Timeout));
+/// Queue::remove(&address)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueRecvError {
@@ -168,6 +208,21 @@ pub enum QueueRecvError {
 }
 
 /// What a receive or peek found.
+///
+/// ```
+/// use ipcring::channel::ChannelOptions;
+/// use ipcring::channel::queue::*;
+///
+/// let address = format!("doc-queue-received-{}", std::process::id()).parse()?;
+/// let mut queue = Queue::create(&address, &QueueConfig::new(1, 8), &ChannelOptions::new())?;
+/// queue.send(b"12345678", 3, 1)?;
+/// let mut short = [0u8; 4];
+/// let got = queue.receive(&Receive::new(Select::Any).truncate(true), &mut short)?;
+/// assert_eq!((got.mtype, got.priority, got.len, got.copied), (3, 1, 8, 4));
+/// assert!(got.truncated());
+/// Queue::remove(&address)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Received {
     /// The message's type.
@@ -1094,7 +1149,8 @@ impl Drop for InPlace<'_> {
 /// loan.write_at(2, b"llo");
 /// loan.send(7, 0)?;
 /// let mut buf = [0u8; 64];
-/// assert_eq!(&buf[..queue.try_recv(Select::Type(7), &mut buf)?.len], b"hello");
+/// let got = queue.try_recv(Select::Type(7), &mut buf)?;
+/// assert_eq!(&buf[..got.len], b"hello");
 /// Queue::remove(&address)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

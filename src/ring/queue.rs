@@ -106,6 +106,11 @@ struct StoredConfig {
 /// state word is changed only by the lock holder through the journal,
 /// except `removed` (set once, by whoever removes the queue) and `in_hand`
 /// (cleared by its own token after unlocking).
+///
+/// ```
+/// use ipcring::ring::queue::{blocks_offset, QueueHeader};
+/// assert!(std::mem::size_of::<QueueHeader>() <= blocks_offset());
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct QueueHeader {
@@ -146,6 +151,22 @@ pub struct QueueHeader {
 }
 
 /// A queue's parameters, fixed at creation.
+///
+/// ```
+/// use ipcring::ring::HeapRegion;
+/// use ipcring::ring::queue::{MessageQueue, QueueConfig, Select};
+///
+/// let config = QueueConfig { max_msgs: 2, max_bytes: 16, max_msg: 8, priorities: 32 };
+/// let heap = HeapRegion::new(MessageQueue::required_size(&config)?)?;
+/// // SAFETY: fresh memory, used only through this handle.
+/// let queue = unsafe {
+///     MessageQueue::init(heap.region(), &config, 0)?;
+///     MessageQueue::attach(heap.region())?
+/// };
+/// assert_eq!(queue.config(), config);
+/// assert_eq!(config.blocks(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueConfig {
     /// Messages the queue holds; 0 makes a rendezvous queue.
@@ -204,6 +225,26 @@ pub fn blocks_offset() -> usize {
 }
 
 /// How messages are chosen by a receive or a peek.
+///
+/// ```
+/// use ipcring::ring::HeapRegion;
+/// use ipcring::ring::queue::{MessageQueue, QueueConfig, Select};
+///
+/// let config = QueueConfig { max_msgs: 2, max_bytes: 16, max_msg: 8, priorities: 32 };
+/// let heap = HeapRegion::new(MessageQueue::required_size(&config)?)?;
+/// // SAFETY: fresh memory, used only through this handle.
+/// let queue = unsafe {
+///     MessageQueue::init(heap.region(), &config, 0)?;
+///     MessageQueue::attach(heap.region())?
+/// };
+/// let mut locked = queue.try_lock(1).unwrap();
+/// locked.send(b"a", 4, 0, 1, 0)?;
+/// locked.send(b"b", 2, 0, 1, 0)?;
+/// assert_eq!(locked.find(Select::TypeAtMost(3), 0)?.unwrap().mtype, 2);
+/// assert_eq!(locked.find(Select::ExceptType(4), 0)?.unwrap().mtype, 2);
+/// assert!(locked.find(Select::Type(9), 0)?.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Select {
     /// The highest priority, oldest first within it. O(1).
@@ -229,6 +270,24 @@ impl Select {
 }
 
 /// A queued message found by [`Locked::find`].
+///
+/// ```
+/// use ipcring::ring::HeapRegion;
+/// use ipcring::ring::queue::{MessageQueue, QueueConfig, Select};
+///
+/// let config = QueueConfig { max_msgs: 2, max_bytes: 16, max_msg: 8, priorities: 32 };
+/// let heap = HeapRegion::new(MessageQueue::required_size(&config)?)?;
+/// // SAFETY: fresh memory, used only through this handle.
+/// let queue = unsafe {
+///     MessageQueue::init(heap.region(), &config, 0)?;
+///     MessageQueue::attach(heap.region())?
+/// };
+/// let mut locked = queue.try_lock(1).unwrap();
+/// locked.send(b"abc", 4, 1, 77, 0)?;
+/// let found = locked.find(Select::Any, 0)?.unwrap();
+/// assert_eq!((found.mtype, found.priority, found.len, found.sender_pid), (4, 1, 3, 77));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Found {
     index: u64,
@@ -252,6 +311,24 @@ impl Found {
 }
 
 /// Why a queue operation did not happen. The queue is unchanged.
+///
+/// ```
+/// use ipcring::ring::HeapRegion;
+/// use ipcring::ring::queue::{MessageQueue, QueueConfig, Select};
+///
+/// let config = QueueConfig { max_msgs: 2, max_bytes: 16, max_msg: 8, priorities: 32 };
+/// let heap = HeapRegion::new(MessageQueue::required_size(&config)?)?;
+/// // SAFETY: fresh memory, used only through this handle.
+/// let queue = unsafe {
+///     MessageQueue::init(heap.region(), &config, 0)?;
+///     MessageQueue::attach(heap.region())?
+/// };
+/// use ipcring::ring::queue::QueueOpError;
+/// let mut locked = queue.try_lock(1).unwrap();
+/// assert_eq!(locked.send(b"x", 0, 0, 1, 0), Err(QueueOpError::InvalidType));
+/// assert_eq!(locked.send(&[0; 9], 1, 0, 1, 0), Err(QueueOpError::TooLarge { len: 9, max: 8 }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueueOpError {
     /// No free block, or not enough bytes left.
@@ -294,6 +371,23 @@ impl From<JournalFull> for QueueOpError {
 }
 
 /// A queue's statistics, as `msqid_ds` has them, with repair counts.
+///
+/// ```
+/// use ipcring::ring::HeapRegion;
+/// use ipcring::ring::queue::{MessageQueue, QueueConfig, Select};
+///
+/// let config = QueueConfig { max_msgs: 2, max_bytes: 16, max_msg: 8, priorities: 32 };
+/// let heap = HeapRegion::new(MessageQueue::required_size(&config)?)?;
+/// // SAFETY: fresh memory, used only through this handle.
+/// let queue = unsafe {
+///     MessageQueue::init(heap.region(), &config, 0)?;
+///     MessageQueue::attach(heap.region())?
+/// };
+/// queue.try_lock(1).unwrap().send(b"abc", 1, 0, 42, 1000)?;
+/// let stats = queue.stats();
+/// assert_eq!((stats.count, stats.bytes, stats.last_send_pid, stats.last_send_ns), (1, 3, 42, 1000));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Messages queued (`msg_qnum`).
@@ -331,6 +425,30 @@ pub struct QueueStats {
 }
 
 /// What [`QueueHandle::reclaim`] did for a dead (or returning) token.
+///
+/// ```
+/// use ipcring::ring::HeapRegion;
+/// use ipcring::ring::queue::{MessageQueue, QueueConfig, Select};
+///
+/// let config = QueueConfig { max_msgs: 2, max_bytes: 16, max_msg: 8, priorities: 32 };
+/// let heap = HeapRegion::new(MessageQueue::required_size(&config)?)?;
+/// // SAFETY: fresh memory, used only through this handle.
+/// let queue = unsafe {
+///     MessageQueue::init(heap.region(), &config, 0)?;
+///     MessageQueue::attach(heap.region())?
+/// };
+/// use ipcring::sync::{Deadline, WaitStrategy};
+/// use std::time::Duration;
+/// let mut locked = queue.try_lock(5).unwrap();
+/// locked.loan(4)?;
+/// // Token 5 dies holding the lock and a loaned block.
+/// std::mem::forget(locked);
+/// let deadline = Deadline::after(Duration::from_secs(1));
+/// let reclaimed = queue.reclaim(5, WaitStrategy::Park, deadline)?.unwrap();
+/// assert_eq!((reclaimed.freed, reclaimed.lost, reclaimed.held_lock), (1, 0, true));
+/// assert_eq!(queue.stats().bytes, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reclaimed {
     /// Blocks it held that went back to the free list.
@@ -387,6 +505,21 @@ impl std::fmt::Debug for QueueHandle {
 unsafe impl Send for QueueHandle {}
 
 /// Creating and attaching queues.
+///
+/// ```
+/// use ipcring::ring::HeapRegion;
+/// use ipcring::ring::queue::{MessageQueue, QueueConfig, Select};
+///
+/// let config = QueueConfig { max_msgs: 2, max_bytes: 16, max_msg: 8, priorities: 32 };
+/// let heap = HeapRegion::new(MessageQueue::required_size(&config)?)?;
+/// // SAFETY: fresh memory, used only through this handle.
+/// let queue = unsafe {
+///     MessageQueue::init(heap.region(), &config, 0)?;
+///     MessageQueue::attach(heap.region())?
+/// };
+/// assert_eq!(queue.stats().count, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct MessageQueue;
 
@@ -836,6 +969,24 @@ impl QueueHandle {
 
 /// The lock, held by one token; released on drop. Every operation leaves
 /// the queue unchanged if it returns an error.
+///
+/// ```
+/// use ipcring::ring::HeapRegion;
+/// use ipcring::ring::queue::{MessageQueue, QueueConfig, Select};
+///
+/// let config = QueueConfig { max_msgs: 2, max_bytes: 16, max_msg: 8, priorities: 32 };
+/// let heap = HeapRegion::new(MessageQueue::required_size(&config)?)?;
+/// // SAFETY: fresh memory, used only through this handle.
+/// let queue = unsafe {
+///     MessageQueue::init(heap.region(), &config, 0)?;
+///     MessageQueue::attach(heap.region())?
+/// };
+/// let locked = queue.try_lock(1).unwrap();
+/// assert!(queue.try_lock(2).is_none());
+/// drop(locked);
+/// assert!(queue.try_lock(2).is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Locked<'a> {
     queue: &'a QueueHandle,
