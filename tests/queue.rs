@@ -546,3 +546,119 @@ fn competing_receivers_in_other_processes_get_each_message_once() {
         (0, MESSAGES + 3, MESSAGES + 3)
     );
 }
+
+/// Any bytes in the queue's memory: every operation ends, with a result or
+/// a typed error, never a panic or a hang (bounded walks, checked
+/// indices); a lock word no handle could have written is `Corrupted`.
+#[test]
+fn scribbled_memory_gives_typed_errors_never_a_panic_or_hang() {
+    use std::sync::atomic::AtomicU64;
+    const QUEUE: usize = ipcring::channel::RING_OFFSET;
+    const LOCK_HOLDER: usize = QUEUE + 88;
+    let config = QueueConfig::new(8, 24);
+    let (_c, mut q, address) = new_queue("q-scribble", config);
+    let mut segment = Segment::open(&address, &OpenOptions::new().register(false)).unwrap();
+    let words = segment.user_len() / 8;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut corrupted = 0;
+    let short = Duration::from_millis(5);
+    for round in 0..300 {
+        for i in 0..4 {
+            q.try_send(&[i; 5], 1 + u64::from(i), u32::from(i)).ok();
+        }
+        // Scribble a few words of the queue (never the endpoint table, the
+        // magic, or the parameters read at attach).
+        for _ in 0..1 + round % 4 {
+            let index = (QUEUE + 88) / 8 + (next() as usize % (words - (QUEUE + 88) / 8));
+            if index * 8 == LOCK_HOLDER {
+                continue;
+            }
+            let value = match next() % 4 {
+                0 => 0,
+                1 => u64::MAX,
+                2 => next() % 16,
+                _ => next(),
+            };
+            segment
+                .view::<AtomicU64>(index * 8)
+                .unwrap()
+                .store(value, Ordering::Relaxed);
+        }
+        let mut buf = [0u8; 24];
+        let results = [
+            q.try_send(b"abc", 1, 0).err().map(|e| e.to_string()),
+            q.send_timeout(b"abc", 2, 1, short)
+                .err()
+                .map(|e| e.to_string()),
+            q.try_recv(Select::Any, &mut buf)
+                .err()
+                .map(|e| e.to_string()),
+            q.recv_timeout(Select::TypeAtMost(3), &mut buf, short)
+                .err()
+                .map(|e| e.to_string()),
+            q.peek(Select::ExceptType(2), 1, &mut buf)
+                .err()
+                .map(|e| e.to_string()),
+            q.try_recv_in_place(Select::Type(3))
+                .err()
+                .map(|e| e.to_string()),
+            q.try_loan(4).err().map(|e| e.to_string()),
+        ];
+        corrupted += results
+            .iter()
+            .flatten()
+            .filter(|e| e.contains("corrupted"))
+            .count();
+        if round % 50 == 49 {
+            // Start over from a fresh queue now and then.
+            drop(q);
+            Queue::remove(&address).unwrap();
+            q = Queue::create(&address, &config, &ChannelOptions::new()).unwrap();
+            segment = Segment::open(&address, &OpenOptions::new().register(false)).unwrap();
+        }
+    }
+    eprintln!("{corrupted} operations reported corrupted memory");
+    assert!(corrupted > 0);
+    // The queue was re-created: map the current one.
+    let segment = Segment::open(&address, &OpenOptions::new().register(false)).unwrap();
+    segment
+        .view::<AtomicU64>(LOCK_HOLDER)
+        .unwrap()
+        .store(12345, Ordering::Relaxed);
+    assert!(matches!(
+        q.try_send(b"x", 1, 0),
+        Err(QueueSendError::Corrupted(_))
+    ));
+    let mut buf = [0u8; 24];
+    assert!(matches!(
+        q.recv(Select::Any, &mut buf),
+        Err(QueueRecvError::Corrupted(_))
+    ));
+}
+
+#[test]
+fn remove_leaves_other_kinds_alone() {
+    let address = unique_posix("q-rm-other");
+    let _c = Cleanup(address.clone());
+    let _tx =
+        ipcring::channel::mpmc::Sender::<u64>::create(&address, 4, &ChannelOptions::new()).unwrap();
+    assert!(matches!(
+        Queue::remove(&address),
+        Err(QueueOpenError::Channel(ChannelError::Segment(
+            SegmentError::Incompatible(_)
+        )))
+    ));
+    assert!(Segment::inspect(&address).is_ok());
+    assert!(matches!(
+        Queue::remove(&unique_posix("q-rm-missing")),
+        Err(QueueOpenError::Channel(ChannelError::Segment(
+            SegmentError::NotFound(_)
+        )))
+    ));
+}

@@ -354,9 +354,12 @@ impl From<QueueOpError> for QueueRecvError {
             QueueOpError::Removed => QueueRecvError::Removed,
             QueueOpError::Corrupted(c) => QueueRecvError::Corrupted(c),
             // A receive never fails for room, size, type or priority.
-            other => QueueRecvError::Corrupted(Corruption {
-                field: "queue receive",
-                value: other.to_string().len() as u64,
+            QueueOpError::Full
+            | QueueOpError::TooLarge { .. }
+            | QueueOpError::InvalidType
+            | QueueOpError::InvalidPriority { .. } => QueueRecvError::Corrupted(Corruption {
+                field: "unexpected queue error in a receive",
+                value: 0,
             }),
         }
     }
@@ -573,17 +576,25 @@ impl Queue {
     /// `mq_unlink`), and every handle, blocked or not, gets
     /// [`QueueSendError::Removed`] / [`QueueRecvError::Removed`] from then
     /// on. The memory goes when the last handle is dropped.
+    ///
+    /// A name that holds another kind of segment is left alone
+    /// (`Incompatible`); a queue whose memory cannot be read is still
+    /// unlinked.
     pub fn remove(address: &Address) -> Result<(), QueueOpenError> {
         let options = OpenOptions::new()
             .kind(KIND)
             .register(false)
             .timeout(Duration::ZERO);
-        if let Ok(segment) = Segment::open(address, &options) {
-            if let Ok(region) = super::ring_region(&segment) {
-                if let Ok(queue) = attach_ring(region) {
+        match Segment::open(address, &options) {
+            Ok(segment) => {
+                if let Ok(queue) = super::ring_region(&segment).and_then(attach_ring) {
                     queue.mark_removed();
                 }
             }
+            Err(e @ SegmentError::Incompatible(crate::segment::Mismatch::Kind { .. })) => {
+                return Err(e.into());
+            }
+            Err(_) => {}
         }
         Segment::remove(address)?;
         Ok(())
@@ -648,6 +659,15 @@ impl Queue {
             };
             if let Some(locked) = queue.lock(token, endpoint.strategy(), Some(until)) {
                 return Ok(locked);
+            }
+            // Every holder is a token from 1 to 64: anything else was
+            // written by no handle, and nobody would ever release it.
+            let holder = queue.lock_holder();
+            if holder > 64 {
+                return Err(Stopped::Corrupted(Corruption {
+                    field: "queue lock holder",
+                    value: holder,
+                }));
             }
         }
     }
