@@ -279,8 +279,9 @@ fn rendezvous_send_returns_once_a_receiver_took_it() {
     let (_c, mut q, address) = new_queue("q-rdv", QueueConfig::new(0, 16));
     let took = Arc::new(AtomicBool::new(false));
     let took_here = took.clone();
+    let receiver_address = address.clone();
     let receiver = std::thread::spawn(move || {
-        let mut q = Queue::open(&address).unwrap();
+        let mut q = Queue::open(&receiver_address).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let mut buf = [0u8; 16];
         let got = q.recv(Select::Any, &mut buf).unwrap();
@@ -294,6 +295,29 @@ fn rendezvous_send_returns_once_a_receiver_took_it() {
     let rx = receiver.join().unwrap();
     assert!(took.load(Ordering::SeqCst));
     drop(rx);
+    // Several senders wait at once, each for its own receive.
+    let senders: Vec<_> = (0..3u8)
+        .map(|i| {
+            let address = address.clone();
+            std::thread::spawn(move || {
+                let mut q = Queue::open(&address).unwrap();
+                q.send_timeout(&[i], 1, 0, LIMIT).unwrap();
+                q
+            })
+        })
+        .collect();
+    let mut buf = [0u8; 16];
+    let mut got: Vec<u8> = (0..3)
+        .map(|_| {
+            q.recv_timeout(Select::Any, &mut buf, LIMIT).unwrap();
+            buf[0]
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [0, 1, 2]);
+    for sender in senders {
+        drop(sender.join().unwrap());
+    }
     // Nobody receives: the message is withdrawn on timeout.
     assert_eq!(
         q.send_timeout(b"alone", 1, 0, Duration::from_millis(30)),
@@ -301,7 +325,7 @@ fn rendezvous_send_returns_once_a_receiver_took_it() {
     );
     assert_eq!(q.try_send(b"alone", 1, 0), Err(QueueSendError::Full));
     let stats = q.stats();
-    assert_eq!((stats.count, stats.bytes, stats.sent), (0, 0, 3));
+    assert_eq!((stats.count, stats.bytes, stats.sent), (0, 0, 6));
 }
 
 #[test]

@@ -51,12 +51,18 @@ const REPAIR_LOCK_WAIT: Duration = Duration::from_millis(200);
 
 impl QueueConfig {
     /// `max_msgs` messages (0: a rendezvous queue) of at most `max_msg`
-    /// bytes each; room for every message at full size
-    /// (`max_bytes = max(max_msgs, 1) * max_msg`) and 32 priorities.
+    /// bytes each; room for every block at full size
+    /// (`max_bytes = blocks * max_msg`, so a rendezvous queue's senders
+    /// never wait on each other for bytes) and 32 priorities.
     pub fn new(max_msgs: usize, max_msg: usize) -> QueueConfig {
+        let blocks = if max_msgs == 0 {
+            crate::ring::queue::RENDEZVOUS_BLOCKS
+        } else {
+            max_msgs
+        };
         QueueConfig {
             max_msgs,
-            max_bytes: max_msgs.max(1).saturating_mul(max_msg),
+            max_bytes: blocks.saturating_mul(max_msg),
             max_msg,
             priorities: crate::ring::queue::MIN_PRIORITIES,
         }

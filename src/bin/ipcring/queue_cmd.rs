@@ -73,7 +73,8 @@ pub struct CreateArgs {
     /// Messages the queue holds; 0 makes a rendezvous queue.
     #[arg(long, default_value_t = 64)]
     capacity: usize,
-    /// Bytes the queued messages may take in all (default: capacity × max-msg).
+    /// Bytes the queued messages may take in all (default: capacity × max-msg;
+    /// 31 × max-msg for a rendezvous queue).
     #[arg(long)]
     max_bytes: Option<usize>,
     /// The largest message, in bytes.
