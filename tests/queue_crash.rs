@@ -301,3 +301,47 @@ fn steps_are_named_failpoints() {
         assert!(ipcring::failpoint::NAMES.contains(&step));
     }
 }
+
+/// A sender stopped (not killed) while holding the lock is never
+/// repaired: survivors' timed calls time out, and once it continues its
+/// send completes normally, the message arriving once.
+#[test]
+fn stopped_holder_is_not_repaired_behind_its_back() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "sender");
+        Queue::open(&address_from_env())
+            .unwrap()
+            .send(b"slow", 7, 3)
+            .unwrap();
+        return;
+    }
+    let address = unique_posix("qc-stop");
+    let _cleanup = Cleanup(address.clone());
+    let mut q = Queue::create(&address, &QueueConfig::new(4, 64), &ChannelOptions::new()).unwrap();
+    let mut child = stopped_at(
+        "stopped_holder_is_not_repaired_behind_its_back",
+        "sender",
+        "journal.committed",
+        &address,
+    );
+    let mut buf = [0u8; 64];
+    // Several wait slices and reap intervals.
+    assert_eq!(
+        q.recv_timeout(Select::Any, &mut buf, Duration::from_millis(600)),
+        Err(QueueRecvError::Timeout)
+    );
+    // SAFETY: kill has no memory effects; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(child.pid() as i32, libc::SIGCONT) }, 0);
+    let got = q.recv_timeout(Select::Any, &mut buf, LIMIT).unwrap();
+    assert_eq!(&buf[..got.len], b"slow");
+    assert_eq!(child.wait_code(LIMIT), Some(0));
+    assert_eq!(
+        q.try_recv(Select::Any, &mut buf),
+        Err(QueueRecvError::NoMessage)
+    );
+    let stats = stats_of(&address);
+    assert_eq!(
+        (stats.count, stats.sent, stats.repairs, stats.losses),
+        (0, 1, 0, 0)
+    );
+}
