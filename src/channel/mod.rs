@@ -46,6 +46,7 @@
 pub mod datagram;
 pub mod error;
 pub mod mpmc;
+pub mod queue;
 pub mod records;
 pub mod spsc;
 #[cfg(feature = "serde")]

@@ -16,6 +16,8 @@
 pub mod claims;
 pub mod journal;
 pub mod mpmc;
+#[cfg(not(loom))]
+pub mod queue;
 pub mod record;
 pub mod spsc;
 

@@ -17,7 +17,7 @@ pub fn ls(as_json: bool) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{:<32} {:<6} {:>12} {:>5} {:>6} {:>8} {:>12} {:>5}",
+        "{:<32} {:<6} {:>12} {:>5} {:>6} {:>8} {:>12} {:>8}",
         "NAME", "TYPE", "SIZE", "MODE", "OWNER", "CPID", "ALIVE/DEAD", "KIND"
     );
     for listing in &listings {
@@ -25,7 +25,7 @@ pub fn ls(as_json: bool) -> Result<(), String> {
             Ok(info) => {
                 let (alive, dead) = count_alive(&info.participants);
                 println!(
-                    "{:<32} {:<6} {:>12} {:>5} {:>6} {:>8} {:>12} {:>5}",
+                    "{:<32} {:<6} {:>12} {:>5} {:>6} {:>8} {:>12} {:>8}",
                     listing.address.to_string(),
                     info.backing.as_str(),
                     info.total_size,
@@ -33,7 +33,7 @@ pub fn ls(as_json: bool) -> Result<(), String> {
                     info.owner_uid,
                     info.creator_pid,
                     format!("{alive}/{dead}"),
-                    info.kind
+                    kind_name(info.kind)
                 );
             }
             Err(e) => println!("{:<32} ({e})", listing.address.to_string()),
@@ -48,11 +48,19 @@ pub fn stat(name: &str, as_json: bool) -> Result<(), String> {
         .map_err(|e: SegmentError| format!("stat: {e}"))?;
     let info = Segment::inspect(&address).map_err(|e| format!("stat: {e}"))?;
     let repairs = channel_stats(&address, info.kind);
+    let queue = crate::queue_cmd::stats(&address, info.kind);
+    let repairs = repairs.or(queue.map(|q| ipcring::channel::ChannelStats {
+        repairs: q.repairs,
+        losses: q.losses,
+    }));
     if as_json {
         let mut value = info_json(&address.to_string(), &info);
         if let Some(stats) = repairs {
             value["repairs"] = json!(stats.repairs);
             value["losses"] = json!(stats.losses);
+        }
+        if let Some(stats) = &queue {
+            value["queue"] = crate::queue_cmd::stats_json(stats);
         }
         println!("{value}");
         return Ok(());
@@ -60,7 +68,7 @@ pub fn stat(name: &str, as_json: bool) -> Result<(), String> {
     let (alive, dead) = count_alive(&info.participants);
     println!("name:           {address}");
     println!("backing:        {}", info.backing.as_str());
-    println!("kind:           {}", info.kind);
+    println!("kind:           {} ({})", kind_name(info.kind), info.kind);
     println!("layout version: {}", info.layout_version);
     println!("total size:     {} bytes", info.total_size);
     println!("user size:      {} bytes", info.user_size);
@@ -83,6 +91,9 @@ pub fn stat(name: &str, as_json: bool) -> Result<(), String> {
     for p in &info.participants {
         let state = if p.alive { "alive" } else { "dead" };
         println!("  pid {:<10} {state}", p.pid);
+    }
+    if let Some(stats) = &queue {
+        crate::queue_cmd::print_stats(stats);
     }
     if let Some(stats) = repairs {
         println!(
@@ -150,6 +161,26 @@ pub fn rm_stale(names: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// A segment kind by name: the channel kinds this library makes, else its
+/// four ASCII letters, else the number.
+fn kind_name(kind: u32) -> String {
+    use ipcring::channel::{mpmc, queue, records, spsc};
+    match kind {
+        queue::KIND => "queue".into(),
+        spsc::KIND => "spsc".into(),
+        mpmc::KIND => "mpmc".into(),
+        records::KIND_SINGLE | records::KIND_MANY => "records".into(),
+        _ => {
+            let bytes = kind.to_le_bytes();
+            if bytes.iter().all(|b| b.is_ascii_alphanumeric()) {
+                String::from_utf8_lossy(&bytes).to_lowercase()
+            } else {
+                kind.to_string()
+            }
+        }
+    }
+}
+
 fn count_alive(participants: &[Participant]) -> (usize, usize) {
     let alive = participants.iter().filter(|p| p.alive).count();
     (alive, participants.len() - alive)
@@ -166,6 +197,7 @@ fn info_json(name: &str, info: &SegmentInfo) -> Value {
         "name": name,
         "backing": info.backing.as_str(),
         "kind": info.kind,
+        "kind_name": kind_name(info.kind),
         "layout_version": info.layout_version,
         "total_size": info.total_size,
         "user_size": info.user_size,

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod inspect;
 mod interrupt;
+mod queue_cmd;
 
 use std::process::ExitCode;
 
@@ -62,12 +63,21 @@ enum Command {
     /// The child side of one `bench` row (started by `bench` itself).
     #[command(hide = true)]
     BenchChild(bench::ChildArgs),
+    /// Create a channel segment of a given kind.
+    Create(queue_cmd::CreateArgs),
+    /// Send messages to a queue (each argument, or each stdin line, is one).
+    Send(queue_cmd::SendArgs),
+    /// Receive messages from a queue, one per output line.
+    Recv(queue_cmd::RecvArgs),
 }
 
 fn main() -> ExitCode {
     ipcring::platform::default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Create(args) => return queue_cmd::exit(queue_cmd::create(&args)),
+        Command::Send(args) => return queue_cmd::exit(queue_cmd::send(&args)),
+        Command::Recv(args) => return queue_cmd::exit(queue_cmd::recv(&args)),
         Command::Ls { json } => inspect::ls(json),
         Command::Stat { name, json } => inspect::stat(&name, json),
         Command::Rm { names, stale } => {
