@@ -1,7 +1,7 @@
 //! Datagram ports across processes: boundaries kept (zero-length too),
 //! owned names, a dead owner's name taken over, no silent truncation,
 //! batches, zero-copy loans and borrowed receives, and anonymous ports
-//! handed to a child.
+//! handed to a child; mailboxes with competing receiver processes.
 
 mod common;
 
@@ -9,7 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use common::{Cleanup, child_role, spawn_child, unique_posix};
-use ipcring::channel::datagram::{Port, PortSender};
+use ipcring::channel::datagram::{Mailbox, Port, PortSender};
+use ipcring::channel::queue::{QueueRecvError, QueueSendError};
 use ipcring::channel::records::{RecordRecvError, RecordSendError};
 use ipcring::channel::{ChannelError, ChannelOptions, TryRecvError};
 use ipcring::segment::{Address, OpenOptions, Segment, SegmentError};
@@ -206,4 +207,109 @@ fn an_anonymous_port_is_handed_to_a_child() {
         assert_eq!(u32::from_le_bytes(buf), i);
     }
     child.wait_success(LIMIT);
+}
+
+const MAILBOX_SENT: u32 = 3000;
+
+#[test]
+fn a_mailbox_gives_each_datagram_to_one_of_its_receivers() {
+    if let Some(role) = child_role() {
+        let mut mailbox = Mailbox::open(&address_from_env()).unwrap();
+        let mut out = std::fs::File::create(role).unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = mailbox.recv_timeout(&mut buf, LIMIT).unwrap();
+            if n == 0 {
+                break; // the end marker, one per receiver
+            }
+            use std::io::Write;
+            writeln!(out, "{}", u32::from_le_bytes(buf[..4].try_into().unwrap())).unwrap();
+        }
+        return;
+    }
+    let address = unique_posix("dgram-mailbox");
+    let _cleanup = Cleanup(address.clone());
+    let mut mailbox = Mailbox::create(&address, 32, 64, &ChannelOptions::new()).unwrap();
+    let dir = std::env::temp_dir().join(format!("ipcring-mailbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _dir = RemoveDir(dir.clone());
+    let files: Vec<_> = (0..3).map(|i| dir.join(format!("r{i}"))).collect();
+    let children: Vec<_> = files
+        .iter()
+        .map(|file| {
+            spawn_child(
+                "a_mailbox_gives_each_datagram_to_one_of_its_receivers",
+                file.to_str().unwrap(),
+                &[("SEGMENT", address.to_string())],
+            )
+        })
+        .collect();
+    for i in 0..MAILBOX_SENT {
+        let mut datagram = i.to_le_bytes().to_vec();
+        datagram.extend(std::iter::repeat_n(i as u8, (i % 40) as usize));
+        mailbox.send_timeout(&datagram, LIMIT).unwrap();
+    }
+    for _ in 0..3 {
+        mailbox.send_timeout(b"", LIMIT).unwrap();
+    }
+    for child in children {
+        child.wait_success(LIMIT);
+    }
+    let mut seen: Vec<u32> = files
+        .iter()
+        .flat_map(|file| {
+            std::fs::read_to_string(file)
+                .unwrap()
+                .lines()
+                .map(|line| line.parse().unwrap())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..MAILBOX_SENT).collect::<Vec<_>>(),
+        "each exactly once"
+    );
+}
+
+#[test]
+fn a_mailbox_persists_until_removed() {
+    let address = unique_posix("dgram-mailbox-life");
+    let _cleanup = Cleanup(address.clone());
+    let mut first = Mailbox::create(&address, 4, 16, &ChannelOptions::new()).unwrap();
+    first.send(b"kept").unwrap();
+    first.send(b"").unwrap();
+    drop(first);
+    let mut later = Mailbox::open_or_create(&address, 4, 16, &ChannelOptions::new()).unwrap();
+    let mut small = [0u8; 2];
+    assert!(matches!(
+        later.try_recv(&mut small),
+        Err(QueueRecvError::TooLarge { len: 4, .. })
+    ));
+    let mut batch = Vec::new();
+    assert_eq!(later.try_recv_batch(&mut batch, 8), Ok(2));
+    assert_eq!(batch, [b"kept".to_vec(), Vec::new()]);
+    assert!(matches!(
+        later.try_recv(&mut small),
+        Err(QueueRecvError::NoMessage)
+    ));
+    assert!(matches!(
+        later.recv_timeout(&mut small, Duration::from_millis(20)),
+        Err(QueueRecvError::Timeout)
+    ));
+    assert!(matches!(
+        later.try_send(&[0u8; 17]),
+        Err(QueueSendError::TooLarge { .. })
+    ));
+    assert_eq!(later.try_send_batch(&[b"1", b"2", b"3", b"4", b"5"]), Ok(4));
+    assert!(matches!(later.try_send(b"6"), Err(QueueSendError::Full)));
+    Mailbox::remove(&address).unwrap();
+    assert!(matches!(later.try_send(b"7"), Err(QueueSendError::Removed)));
 }

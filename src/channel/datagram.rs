@@ -11,8 +11,8 @@
 //!   usable (docs/crash-behavior.md). Datagrams still queued when the
 //!   receiver goes are dropped with the port: binding the name again
 //!   starts an empty one.
-//! - A `Mailbox` is a message queue with one priority and one type
-//!   (the `queue` module): any number of processes send and receive,
+//! - A [`Mailbox`] is a message queue used with one priority and one type
+//!   ([`queue`](super::queue)): any number of processes send and receive,
 //!   each datagram goes to exactly one receiver, and the mailbox persists
 //!   until removed.
 //!
@@ -43,6 +43,9 @@
 
 use std::time::Duration;
 
+use super::queue::{
+    InPlace, Loan, Queue, QueueConfig, QueueOpenError, QueueRecvError, QueueSendError, Select,
+};
 use super::records::{self, RecordRecvError, RecordSendError};
 use super::{ChannelError, ChannelOptions, RecvError, TryRecvError};
 use crate::ring::record::{ProducerMode, RecordGrant, RecordView};
@@ -292,5 +295,264 @@ impl PortSender {
     /// The record channel underneath.
     pub fn records(&mut self) -> &mut records::Sender {
         &mut self.sender
+    }
+}
+
+/// The type every mailbox datagram carries in the queue underneath.
+const MAILBOX_TYPE: u64 = 1;
+
+/// A mailbox: a named, persistent datagram channel that any number of
+/// processes send to and receive from, each datagram going to exactly one
+/// receiver, oldest first. Every handle both sends and receives (up to 31
+/// handles at once).
+///
+/// ```
+/// use ipcring::channel::ChannelOptions;
+/// use ipcring::channel::datagram::Mailbox;
+///
+/// let address = format!("doc-mailbox-{}", std::process::id()).parse()?;
+/// let mut producer = Mailbox::create(&address, 64, 1024, &ChannelOptions::new())?;
+/// let mut worker = Mailbox::open(&address)?;
+/// producer.send(b"job 1")?;
+/// let mut loan = producer.loan(5)?; // written in place, then sent
+/// loan.write_at(0, b"job 2");
+/// loan.send()?;
+/// let mut buf = [0u8; 1024];
+/// let n = worker.recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"job 1");
+/// let job = worker.recv_borrowed()?; // read in place, freed on drop
+/// assert_eq!(job.to_vec(), b"job 2");
+/// drop(job);
+/// Mailbox::remove(&address)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Mailbox {
+    queue: Queue,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("config", &self.queue.config())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A datagram being written in a mailbox's memory; [`send`](MailboxLoan::send)
+/// queues it, dropping it unsent frees the room.
+pub struct MailboxLoan<'a>(Loan<'a>);
+
+impl std::fmt::Debug for MailboxLoan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailboxLoan")
+            .field("len", &self.0.len())
+            .finish()
+    }
+}
+
+impl MailboxLoan<'_> {
+    /// The datagram's length, fixed when it was loaned.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the datagram is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Copies `src` in at `offset`; returns how many bytes fit.
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) -> usize {
+        self.0.write_at(offset, src)
+    }
+
+    /// Queues the datagram.
+    pub fn send(self) -> Result<(), QueueSendError> {
+        self.0.send(MAILBOX_TYPE, 0)
+    }
+}
+
+impl Mailbox {
+    fn config(capacity: usize, max_datagram: usize) -> QueueConfig {
+        QueueConfig::new(capacity, max_datagram)
+    }
+
+    /// Creates a mailbox for `capacity` datagrams of at most
+    /// `max_datagram` bytes each, and opens a handle to it.
+    pub fn create(
+        address: &Address,
+        capacity: usize,
+        max_datagram: usize,
+        options: &ChannelOptions,
+    ) -> Result<Mailbox, QueueOpenError> {
+        Queue::create(address, &Mailbox::config(capacity, max_datagram), options)
+            .map(|queue| Mailbox { queue })
+    }
+
+    /// Opens a handle to an existing mailbox.
+    pub fn open(address: &Address) -> Result<Mailbox, QueueOpenError> {
+        Queue::open(address).map(|queue| Mailbox { queue })
+    }
+
+    /// Opens the mailbox, creating it if it does not exist; an existing one
+    /// created with another capacity or size is `Incompatible`.
+    pub fn open_or_create(
+        address: &Address,
+        capacity: usize,
+        max_datagram: usize,
+        options: &ChannelOptions,
+    ) -> Result<Mailbox, QueueOpenError> {
+        Queue::open_or_create(address, &Mailbox::config(capacity, max_datagram), options)
+            .map(|(queue, _)| Mailbox { queue })
+    }
+
+    /// A handle to a mailbox segment (named, SysV or memfd).
+    pub fn attach(segment: Segment) -> Result<Mailbox, QueueOpenError> {
+        Queue::attach(segment).map(|queue| Mailbox { queue })
+    }
+
+    /// Removes the mailbox's name; handles blocked on it wake with
+    /// `Removed`, as do later operations on existing handles.
+    pub fn remove(address: &Address) -> Result<(), QueueOpenError> {
+        Queue::remove(address)
+    }
+
+    /// The largest datagram.
+    pub fn max_datagram(&self) -> usize {
+        self.queue.config().max_msg
+    }
+
+    /// Sends a datagram, waiting while the mailbox is full.
+    pub fn send(&mut self, datagram: &[u8]) -> Result<(), QueueSendError> {
+        self.queue.send(datagram, MAILBOX_TYPE, 0)
+    }
+
+    /// Sends without waiting: `Full` if there is no room now.
+    pub fn try_send(&mut self, datagram: &[u8]) -> Result<(), QueueSendError> {
+        self.queue.try_send(datagram, MAILBOX_TYPE, 0)
+    }
+
+    /// Sends, waiting at most `timeout` for room.
+    pub fn send_timeout(
+        &mut self,
+        datagram: &[u8],
+        timeout: Duration,
+    ) -> Result<(), QueueSendError> {
+        self.queue.send_timeout(datagram, MAILBOX_TYPE, 0, timeout)
+    }
+
+    /// Sends as many of `datagrams`, in order, as fit now; returns how
+    /// many. An error only if not even the first went.
+    pub fn try_send_batch(&mut self, datagrams: &[&[u8]]) -> Result<usize, QueueSendError> {
+        for (sent, datagram) in datagrams.iter().enumerate() {
+            if let Err(e) = self.try_send(datagram) {
+                return if sent == 0 { Err(e) } else { Ok(sent) };
+            }
+        }
+        Ok(datagrams.len())
+    }
+
+    /// Sends every datagram in order, waiting for room as needed; on an
+    /// error, the count sent so far comes with it.
+    pub fn send_batch(&mut self, datagrams: &[&[u8]]) -> Result<usize, (usize, QueueSendError)> {
+        for (sent, datagram) in datagrams.iter().enumerate() {
+            self.send(datagram).map_err(|e| (sent, e))?;
+        }
+        Ok(datagrams.len())
+    }
+
+    /// Loans room for a `len`-byte datagram to write in place, waiting
+    /// while the mailbox is full.
+    pub fn loan(&mut self, len: usize) -> Result<MailboxLoan<'_>, QueueSendError> {
+        self.queue.loan(len).map(MailboxLoan)
+    }
+
+    /// [`loan`](Mailbox::loan) without waiting.
+    pub fn try_loan(&mut self, len: usize) -> Result<MailboxLoan<'_>, QueueSendError> {
+        self.queue.try_loan(len).map(MailboxLoan)
+    }
+
+    /// [`loan`](Mailbox::loan), waiting at most `timeout`.
+    pub fn loan_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<MailboxLoan<'_>, QueueSendError> {
+        self.queue.loan_timeout(len, timeout).map(MailboxLoan)
+    }
+
+    /// Receives the oldest datagram into `buf`, returning its length;
+    /// waits while none is queued. A datagram longer than `buf` stays
+    /// queued and the error (`TooLarge`) reports its length.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, QueueRecvError> {
+        self.queue.recv(Select::Any, buf).map(|r| r.len)
+    }
+
+    /// [`recv`](Mailbox::recv) without waiting: `NoMessage` if none.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, QueueRecvError> {
+        self.queue.try_recv(Select::Any, buf).map(|r| r.len)
+    }
+
+    /// [`recv`](Mailbox::recv), waiting at most `timeout`.
+    pub fn recv_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, QueueRecvError> {
+        self.queue
+            .recv_timeout(Select::Any, buf, timeout)
+            .map(|r| r.len)
+    }
+
+    /// Receives the oldest datagram in place: the view reads it where the
+    /// sender wrote it and frees it on drop. A handle killed while holding
+    /// one loses it (counted in the queue's `losses`).
+    pub fn recv_borrowed(&mut self) -> Result<InPlace<'_>, QueueRecvError> {
+        self.queue.recv_in_place(Select::Any)
+    }
+
+    /// [`recv_borrowed`](Mailbox::recv_borrowed) without waiting.
+    pub fn try_recv_borrowed(&mut self) -> Result<InPlace<'_>, QueueRecvError> {
+        self.queue.try_recv_in_place(Select::Any)
+    }
+
+    /// Appends up to `max` queued datagrams to `out` without waiting;
+    /// returns how many, or `NoMessage` if none was queued.
+    pub fn try_recv_batch(
+        &mut self,
+        out: &mut Vec<Vec<u8>>,
+        max: usize,
+    ) -> Result<usize, QueueRecvError> {
+        let mut taken = 0;
+        while taken < max {
+            match self.queue.try_recv_in_place(Select::Any) {
+                Ok(datagram) => {
+                    out.push(datagram.to_vec());
+                    taken += 1;
+                }
+                Err(e) if taken == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Waits for one datagram, then appends it and up to `max - 1` more
+    /// already queued to `out`; returns how many.
+    pub fn recv_batch(
+        &mut self,
+        out: &mut Vec<Vec<u8>>,
+        max: usize,
+    ) -> Result<usize, QueueRecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        out.push(self.queue.recv_in_place(Select::Any)?.to_vec());
+        Ok(1 + self.try_recv_batch(out, max - 1).unwrap_or(0))
+    }
+
+    /// The queue underneath (statistics, peek, the wait strategy).
+    pub fn queue(&mut self) -> &mut Queue {
+        &mut self.queue
     }
 }
