@@ -264,3 +264,30 @@ fn a_sysv_queue_and_a_rendezvous_queue() {
         String::from_utf8_lossy(&sent.stderr)
     );
 }
+
+/// `--kind datagram` makes a mailbox that the library's `Mailbox` opens,
+/// and that `send` and `recv` serve.
+#[test]
+fn a_datagram_mailbox_from_the_shell() {
+    let address = unique_posix("qcli-mailbox");
+    let _c = Cleanup(address.clone());
+    let name = address.to_string();
+    ok(&[
+        "create",
+        &name,
+        "--kind",
+        "datagram",
+        "--capacity",
+        "8",
+        "--max-msg",
+        "64",
+    ]);
+    ok(&["send", &name, "from the shell"]);
+    let mut mailbox = ipcring::channel::datagram::Mailbox::open(&address).unwrap();
+    let mut buf = [0u8; 64];
+    let n = mailbox.try_recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"from the shell");
+    mailbox.send(b"from the library").unwrap();
+    assert_eq!(ok(&["recv", &name, "--nonblock"]), "from the library\n");
+    fails(&["recv", &name, "--nonblock"], 3);
+}

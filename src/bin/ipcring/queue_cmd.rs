@@ -52,6 +52,10 @@ pub fn exit(result: Result<(), Failure>) -> ExitCode {
 pub enum Kind {
     /// A message queue (types, priorities): `send` and `recv`.
     Queue,
+    /// A datagram mailbox (`channel::datagram::Mailbox`): a queue used with
+    /// one type and one priority, so `send` and `recv` serve it too, and
+    /// `ls` lists it as a queue.
+    Datagram,
 }
 
 /// Where a segment lives.
@@ -176,7 +180,8 @@ fn address(name: &str, backend: Backend) -> Result<Address, Failure> {
 }
 
 pub fn create(args: &CreateArgs) -> Result<(), Failure> {
-    let Kind::Queue = args.kind;
+    // A mailbox is a queue whose users keep to type 1 and priority 0.
+    let (Kind::Queue | Kind::Datagram) = args.kind;
     let address = address(&args.name, args.backend)?;
     let mode = u32::from_str_radix(&args.mode, 8)
         .ok()
