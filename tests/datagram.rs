@@ -313,3 +313,33 @@ fn a_mailbox_persists_until_removed() {
     Mailbox::remove(&address).unwrap();
     assert!(matches!(later.try_send(b"7"), Err(QueueSendError::Removed)));
 }
+
+/// A sender with no receiver attached yet: its messages wait in the
+/// channel until it is full, then `Full`; the first receiver gets them all.
+#[test]
+fn sends_before_any_receiver_are_kept_until_full() {
+    use ipcring::channel::{TrySendError, spsc};
+    let address = unique_posix("dgram-no-receiver");
+    let _cleanup = Cleanup(address.clone());
+    let mut tx = spsc::Sender::<u64>::create(&address, 8, &ChannelOptions::new()).unwrap();
+    let mut sent = 0;
+    while tx.try_send(sent).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 8);
+    assert_eq!(tx.try_send(99), Err(TrySendError::Full(99)));
+    let mut rx = spsc::Receiver::<u64>::open(&address).unwrap();
+    for i in 0..8 {
+        assert_eq!(rx.try_recv(), Ok(i));
+    }
+    let mailbox_address = unique_mailbox(&address);
+    let _cleanup_mailbox = Cleanup(mailbox_address.clone());
+    let mut mailbox = Mailbox::create(&mailbox_address, 2, 8, &ChannelOptions::new()).unwrap();
+    mailbox.try_send(b"1").unwrap();
+    mailbox.try_send(b"2").unwrap();
+    assert!(matches!(mailbox.try_send(b"3"), Err(QueueSendError::Full)));
+}
+
+fn unique_mailbox(base: &Address) -> Address {
+    format!("{base}-mb").parse().unwrap()
+}
