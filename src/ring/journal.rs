@@ -32,9 +32,9 @@
 //! |--------|-----------|------------|---------|
 //! | 0      | `holder`  | lockers, the reaper | 0 free, else the holder's token (1..=64) |
 //! | 8      | `waiters` | waiters, unlockers | a [`WaitWord`] for those blocked on the lock |
-//! | 16     | `count`   | the holder, the reaper | committed journal entries, 0..=[`JOURNAL_ENTRIES`] |
-//! | 24     | `tag`     | the holder | what the committed update was (the user's code) |
-//! | 32     | `entries` | the holder | [`JOURNAL_ENTRIES`] × (offset in the region, value) |
+//! | 24     | `count`   | the holder, the reaper | committed journal entries, 0..=[`JOURNAL_ENTRIES`] |
+//! | 32     | `tag`     | the holder | what the committed update was (the user's code) |
+//! | 40     | `entries` | the holder | [`JOURNAL_ENTRIES`] × (offset in the region, value) |
 
 use crate::ring::{Corruption, Region, Side};
 use crate::sync::shim::{AtomicU64, Ordering};

@@ -96,3 +96,16 @@ fn a_found_whose_block_was_reused_is_refused() {
     assert_eq!((stats.count, stats.bytes), (0, 0));
     assert_eq!(free_blocks(&q), 2);
 }
+
+/// The journal lock's fields sit where its layout table says: the wait
+/// word in it is 16 bytes (epoch, reserved, `generation << 32 | count`).
+#[test]
+fn journal_lock_layout_matches_its_table() {
+    use std::mem::{offset_of, size_of};
+    assert_eq!(size_of::<WaitWord>(), 16);
+    assert_eq!(super::super::journal::JOURNAL_LOCK_SIZE, 40 + 16 * 24);
+    assert_eq!(
+        offset_of!(QueueHeader, lock) + super::super::journal::JOURNAL_LOCK_SIZE,
+        512
+    );
+}
