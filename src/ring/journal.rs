@@ -191,13 +191,17 @@ impl JournalLock {
     /// dead and be the only one repairing it (the reaper's mark on its
     /// endpoint slot).
     pub fn release_dead(&self, region: &Region, token: u64) -> Result<Released, Corruption> {
-        // Acquire: pairs with the dead holder's Acquire CAS in `try_lock`
-        // chain: its journal writes come after that, and the kernel's
-        // report of its death (the liveness lock) orders them before us.
+        // Acquire: pairs with the Release CAS of `unlock` or
+        // `release_dead` that last freed the word, for the case that the
+        // token no longer holds it. What the dead holder itself wrote
+        // (entries, count, applied words) is ordered before us by how we
+        // learnt of its death (the kernel releasing its liveness lock, then
+        // the Acquire CAS of the reaper's mark), not by this load.
         if self.holder.load(Ordering::Acquire) != token {
             return Ok(Released::NotHeld);
         }
-        // Acquire: pairs with the Release store of the count in `commit`.
+        // Acquire: pairs with the Release store of the count in `commit`
+        // (the commit point), so the entries it published are visible.
         let count = self.count.load(Ordering::Acquire);
         let outcome = if count == 0 {
             Released::Released
