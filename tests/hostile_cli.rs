@@ -415,8 +415,8 @@ fn rm_stale_keeps_segments_it_cannot_validate() {
     // (what, layout version, flags): a segment of a later layout whose
     // flags this version does not know; flags bit 0 happens to be set.
     for (what, version, flags) in [
-        ("a later layout version", 3u32, 1u32),
-        ("unknown flag bits", 2, 0xffff_ffff),
+        ("a later layout version", 4u32, 1u32),
+        ("unknown flag bits", 3, 0xffff_ffff),
         (
             "a version and flags from random bytes",
             0x9e37_79b9,

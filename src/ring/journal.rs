@@ -32,9 +32,9 @@
 //! |--------|-----------|------------|---------|
 //! | 0      | `holder`  | lockers, the reaper | 0 free, else the holder's token (1..=64) |
 //! | 8      | `waiters` | waiters, unlockers | a [`WaitWord`] for those blocked on the lock |
-//! | 16     | `count`   | the holder, the reaper | committed journal entries, 0..=[`JOURNAL_ENTRIES`] |
-//! | 24     | `tag`     | the holder | what the committed update was (the user's code) |
-//! | 32     | `entries` | the holder | [`JOURNAL_ENTRIES`] × (offset in the region, value) |
+//! | 24     | `count`   | the holder, the reaper | committed journal entries, 0..=[`JOURNAL_ENTRIES`] |
+//! | 32     | `tag`     | the holder | what the committed update was (the user's code) |
+//! | 40     | `entries` | the holder | [`JOURNAL_ENTRIES`] × (offset in the region, value) |
 
 use crate::ring::{Corruption, Region, Side};
 use crate::sync::shim::{AtomicU64, Ordering};
@@ -191,13 +191,17 @@ impl JournalLock {
     /// dead and be the only one repairing it (the reaper's mark on its
     /// endpoint slot).
     pub fn release_dead(&self, region: &Region, token: u64) -> Result<Released, Corruption> {
-        // Acquire: pairs with the dead holder's Acquire CAS in `try_lock`
-        // chain: its journal writes come after that, and the kernel's
-        // report of its death (the liveness lock) orders them before us.
+        // Acquire: pairs with the Release CAS of `unlock` or
+        // `release_dead` that last freed the word, for the case that the
+        // token no longer holds it. What the dead holder itself wrote
+        // (entries, count, applied words) is ordered before us by how we
+        // learnt of its death (the kernel releasing its liveness lock, then
+        // the Acquire CAS of the reaper's mark), not by this load.
         if self.holder.load(Ordering::Acquire) != token {
             return Ok(Released::NotHeld);
         }
-        // Acquire: pairs with the Release store of the count in `commit`.
+        // Acquire: pairs with the Release store of the count in `commit`
+        // (the commit point), so the entries it published are visible.
         let count = self.count.load(Ordering::Acquire);
         let outcome = if count == 0 {
             Released::Released

@@ -23,7 +23,7 @@
 //! | 0 | `info` | creator | [`RingInfo`], magic `MSGQUEUE`; `capacity` = blocks, `slot_size` = block stride |
 //! | 40 | `config` | creator | max messages, max bytes, max message size, priorities, blocks, creation time |
 //! | 88 | `lock` | lock holder, reaper | [`JournalLock`] and its journal |
-//! | 504 | state words | lock holder (journaled) | free head, bitmap, count, bytes, sequence, epochs, stats, repairs, losses |
+//! | 512 | state words | lock holder (journaled) | free head, bitmap, count, bytes, sequence, epochs, stats, repairs, losses |
 //! | ... | `in_hand` | lock holder, token owner | 65 words: 1 while token `t` holds a received message it has not returned yet |
 //! | ... | `heads`, `tails` | lock holder (journaled) | 64 list ends, block index or `NIL` |
 //! | ... | `data_ready`, `space_ready` | all | [`WaitWord`]s: receivers, senders |
@@ -1253,6 +1253,37 @@ impl Locked<'_> {
         Ok(ranked.get(nth).map(|(_, found)| *found))
     }
 
+    /// Checks that `found` still names a queued message where `find` saw
+    /// it. A `Found` is plain data that a caller can keep past the lock it
+    /// was found under; by then another handle may have received that
+    /// message and its block be free or lent, and unlinking it again would
+    /// put a free block on a priority list. O(1): the link into the block,
+    /// its owner, sequence, type and meta.
+    fn check_found(&self, found: &Found) -> Result<(), QueueOpError> {
+        let stale = |value| Err(corrupted("queue found message no longer queued", value));
+        let index = self.check_index("queue found block", found.index, false)?;
+        if found.priority >= self.queue.config.priorities {
+            return stale(u64::from(found.priority));
+        }
+        let link = if found.prev == NIL {
+            &self.header().heads[found.priority as usize]
+        } else {
+            let prev = self.check_index("queue found block", found.prev, false)?;
+            &self.queue.block(prev)[NEXT]
+        };
+        let block = self.queue.block(index);
+        let meta = u64::from(found.priority) << 32 | found.len as u64;
+        if Self::load(link) != index
+            || Self::load(&block[OWNER]) != 0
+            || Self::load(&block[SEQ]) == 0
+            || Self::load(&block[META]) != meta
+            || Self::load(&block[TYPE]) != found.mtype
+        {
+            return stale(index);
+        }
+        Ok(())
+    }
+
     /// Copies the payload of a message found under this lock into `dst`
     /// (up to `dst.len()` bytes); returns how many were copied.
     pub fn peek(&self, found: &Found, dst: &mut [u8]) -> usize {
@@ -1278,6 +1309,7 @@ impl Locked<'_> {
         if self.queue.is_removed() {
             return Err(QueueOpError::Removed);
         }
+        self.check_found(found)?;
         if !borrow {
             // Still queued: a receiver dying while copying leaves it for the
             // next (at least once).
@@ -1588,3 +1620,6 @@ fn read_unaligned(buffer: &ByteBuf, base: usize, offset: usize, dst: &mut [u8]) 
 
 #[cfg(all(test, not(loom)))]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod review7_tests;

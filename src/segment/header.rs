@@ -3,7 +3,7 @@
 //! | offset | size | field                   | unit / range                  | written by |
 //! |--------|------|-------------------------|-------------------------------|------------|
 //! | 0      | 8    | `magic`                 | `b"IPCRING\0"` little-endian  | creator, first |
-//! | 8      | 4    | `layout_version`        | [`LAYOUT_VERSION`] (2)        | creator |
+//! | 8      | 4    | `layout_version`        | [`LAYOUT_VERSION`] (3)        | creator |
 //! | 12     | 4    | `kind`                  | content kind, chosen by the creator's layer | creator |
 //! | 16     | 8    | `total_size`            | bytes of the whole object     | creator |
 //! | 24     | 8    | `user_size`             | bytes after the header        | creator |
@@ -41,7 +41,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRING\0");
 /// a file, a participant slot is claimed only by a process holding that
 /// slot's liveness lock, and a claimed slot whose lock nobody holds is
 /// dead. A version-1 library would look dead to us, and we to it.
-pub const LAYOUT_VERSION: u32 = 2;
+/// Version 3: a [`WaitWord`](crate::sync::WaitWord)'s sleeper count is a
+/// 64-bit `generation << 32 | count` at offset 8 (it was a 32-bit count at
+/// offset 4), so a version-2 library would sleep where we never look.
+pub const LAYOUT_VERSION: u32 = 3;
 /// Bytes before the user area: one page, so the user area is page-aligned.
 pub const HEADER_SIZE: usize = 4096;
 /// Slots in the participants table.
