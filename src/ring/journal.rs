@@ -352,7 +352,16 @@ impl Transaction<'_> {
         // `count` in `release_dead`.
         lock.count.store(self.len as u64, Ordering::Release);
         failpoint!("journal.committed", Ok(()));
-        let applied = lock.apply(self.region, self.len as u64);
+        // From our own staged copy, not the shared entries: a peer
+        // scribbling those now must not make us apply half an update.
+        let mut applied = Ok(());
+        for &(offset, value) in &self.staged[..self.len] {
+            match word_at(self.region, offset) {
+                // Release: as in `apply`.
+                Ok(word) => word.store(value, Ordering::Release),
+                Err(e) => applied = Err(e),
+            }
+        }
         failpoint!("journal.applied", Ok(()));
         // Relaxed: ordered before the Release CAS of `unlock`.
         lock.count.store(0, Ordering::Relaxed);
