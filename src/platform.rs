@@ -60,3 +60,44 @@ pub const NO_SIGBUS_HANDLER_VAR: &str = crate::sys::sigbus::OPT_OUT_VAR;
 pub fn disable_sigbus_handler() -> bool {
     crate::sys::sigbus::disable()
 }
+
+/// CPU time used so far by the calling thread or the whole process
+/// (`getrusage`), split into user and kernel time: what a measured
+/// operation cost beyond the wall clock.
+///
+/// ```
+/// let before = ipcring::platform::thread_cpu_time().unwrap();
+/// let after = ipcring::platform::thread_cpu_time().unwrap();
+/// assert!(after.total() >= before.total());
+/// ```
+pub use crate::sys::usage::{CpuTime, process_cpu_time, thread_cpu_ns, thread_cpu_time};
+
+/// The kernel's own IPC mechanisms (named FIFOs, eventfd, System V and
+/// POSIX message queues), for programs that compare ipcring with them, as
+/// `ipcring bench` does. The library never uses them itself.
+///
+/// ```
+/// use std::io::{Read, Write};
+///
+/// let mut counter = ipcring::platform::eventfd().unwrap();
+/// counter.write_all(&1u64.to_ne_bytes()).unwrap();
+/// let mut value = [0; 8];
+/// counter.read_exact(&mut value).unwrap();
+/// assert_eq!(u64::from_ne_bytes(value), 1);
+/// ```
+pub use crate::sys::kernel_ipc::{
+    FifoEnd, PosixMessageQueue, SystemDeadline, SysvMessage, SysvMessageQueue, create_fifo,
+    eventfd, open_fifo_nonblocking,
+};
+
+/// Nanoseconds on `CLOCK_MONOTONIC`. Every process on the host reads the
+/// same clock, so a stamp one process puts in a message can be subtracted
+/// from this in another (one-way latency).
+///
+/// ```
+/// let earlier = ipcring::platform::monotonic_ns();
+/// assert!(ipcring::platform::monotonic_ns() >= earlier);
+/// ```
+pub fn monotonic_ns() -> u64 {
+    crate::sys::time::monotonic_ns()
+}
