@@ -1,5 +1,6 @@
 //! Process-wide settings: thread placement for benchmarks and
-//! latency-sensitive users, signal dispositions.
+//! latency-sensitive users, signal dispositions; and the clocks, CPU-time
+//! counters and kernel IPC objects that comparisons with ipcring need.
 //!
 //! ```
 //! let cpus = ipcring::platform::allowed_cpus().unwrap();
@@ -61,30 +62,13 @@ pub fn disable_sigbus_handler() -> bool {
     crate::sys::sigbus::disable()
 }
 
-/// CPU time used so far by the calling thread or the whole process
-/// (`getrusage`), split into user and kernel time: what a measured
-/// operation cost beyond the wall clock.
-///
-/// ```
-/// let before = ipcring::platform::thread_cpu_time().unwrap();
-/// let after = ipcring::platform::thread_cpu_time().unwrap();
-/// assert!(after.total() >= before.total());
-/// ```
+// CPU time used so far by the calling thread or the whole process: what a
+// measured operation cost beyond the wall clock.
 pub use crate::sys::usage::{CpuTime, process_cpu_time, thread_cpu_ns, thread_cpu_time};
 
-/// The kernel's own IPC mechanisms (named FIFOs, eventfd, System V and
-/// POSIX message queues), for programs that compare ipcring with them, as
-/// `ipcring bench` does. The library never uses them itself.
-///
-/// ```
-/// use std::io::{Read, Write};
-///
-/// let mut counter = ipcring::platform::eventfd().unwrap();
-/// counter.write_all(&1u64.to_ne_bytes()).unwrap();
-/// let mut value = [0; 8];
-/// counter.read_exact(&mut value).unwrap();
-/// assert_eq!(u64::from_ne_bytes(value), 1);
-/// ```
+// The kernel's own IPC mechanisms (named FIFOs, eventfd, System V and
+// POSIX message queues), for programs that compare ipcring with them, as
+// `ipcring bench` does. The library never uses them itself.
 pub use crate::sys::kernel_ipc::{
     FifoEnd, PosixMessageQueue, SystemDeadline, SysvMessage, SysvMessageQueue, create_fifo,
     eventfd, open_fifo_nonblocking,

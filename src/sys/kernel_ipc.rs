@@ -71,6 +71,16 @@ pub fn open_fifo_nonblocking(path: &Path, end: FifoEnd) -> io::Result<Option<Fil
 /// A new eventfd counter starting at 0 (close-on-exec, blocking, not in
 /// semaphore mode): a `write` of 8 native-endian bytes adds to the counter,
 /// a `read` of 8 bytes waits until it is non-zero, returns it and resets it.
+///
+/// ```
+/// use std::io::{Read, Write};
+///
+/// let mut counter = ipcring::platform::eventfd().unwrap();
+/// counter.write_all(&1u64.to_ne_bytes()).unwrap();
+/// let mut value = [0; 8];
+/// counter.read_exact(&mut value).unwrap();
+/// assert_eq!(u64::from_ne_bytes(value), 1);
+/// ```
 pub fn eventfd() -> io::Result<File> {
     // SAFETY: eventfd takes no pointers.
     let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })?;
@@ -133,9 +143,17 @@ impl SysvMessage {
     }
 
     /// The message type (positive), as sent or received.
+    // A no-op where `c_long` is 64 bits, a widening on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
     pub fn kind(&self) -> i64 {
-        self.words[0] as i64
+        i64::from(self.words[0])
     }
+}
+
+/// A message type as the kernel's C `long` (32 bits on 32-bit targets).
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+fn message_type(kind: i64) -> io::Result<libc::c_long> {
+    libc::c_long::try_from(kind).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 impl SysvMessageQueue {
@@ -167,10 +185,11 @@ impl SysvMessageQueue {
     /// Sends `message` with type `kind` (positive), waiting while the
     /// queue is full. Fails with `EIDRM` if the queue is removed meanwhile.
     pub fn send(&self, kind: i64, message: &mut SysvMessage) -> io::Result<()> {
+        let kind = message_type(kind)?;
         if kind <= 0 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
-        message.words[0] = kind as libc::c_long;
+        message.words[0] = kind;
         let len = message.len;
         retry_eintr(|| {
             // SAFETY: `words` starts with the type long and holds `len`
@@ -185,6 +204,7 @@ impl SysvMessageQueue {
     /// A longer message fails with `E2BIG` (and stays queued).
     pub fn receive(&self, kind: i64, message: &mut SysvMessage) -> io::Result<()> {
         let capacity = message.capacity;
+        let kind = message_type(kind)?;
         let received = retry_eintr(|| {
             // SAFETY: `words` has room for the type long and `capacity`
             // payload bytes, the most msgrcv writes.
@@ -193,7 +213,7 @@ impl SysvMessageQueue {
                     self.id,
                     message.words.as_mut_ptr().cast(),
                     capacity,
-                    kind as libc::c_long,
+                    kind,
                     0,
                 )
             };

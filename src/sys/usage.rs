@@ -46,6 +46,12 @@ fn usage(who: libc::c_int) -> io::Result<CpuTime> {
 }
 
 /// CPU time of the calling thread (`RUSAGE_THREAD`).
+///
+/// ```
+/// let before = ipcring::platform::thread_cpu_time().unwrap();
+/// let after = ipcring::platform::thread_cpu_time().unwrap();
+/// assert!(after.total() >= before.total());
+/// ```
 pub fn thread_cpu_time() -> io::Result<CpuTime> {
     usage(libc::RUSAGE_THREAD)
 }

@@ -1,12 +1,16 @@
 //! Running a row across two processes: the parent re-executes this binary
 //! as `ipcring bench-child <row> ...`, hands it what it must inherit (memfd
-//! segments by descriptor number, pipes as its stdin and stdout), and
-//! watches it, so that a child that dies or hangs fails the row instead of
-//! hanging the bench.
+//! segments by descriptor number; pipes, sockets or eventfds as its stdin
+//! and stdout; a name for objects it opens by name), and watches it, so
+//! that a child that dies or hangs fails the row instead of hanging the
+//! bench. A transport whose blocked calls a dead peer cannot end registers
+//! an abort hook that the watchdog runs.
 //!
 //! Every segment the bench shares is an anonymous memfd: it has no name to
 //! leave behind, and the kernel frees it when the last process holding it
-//! exits, however the bench ends.
+//! exits, however the bench ends. Named objects (FIFOs, message queues)
+//! belong to guards in the parent's end that remove them when the row
+//! ends, on any path, including Ctrl-C.
 
 use std::fs::File;
 use std::io;

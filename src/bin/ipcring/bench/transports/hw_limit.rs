@@ -98,7 +98,10 @@ impl Echo for Cells {
             (value != last).then_some(value)
         })?;
         self.last_received = value;
-        buffer.copy_from_slice(&value.to_ne_bytes());
+        let buffer: &mut [u8; 8] = buffer
+            .try_into()
+            .map_err(|_| "hw-limit carries 8-byte messages only")?;
+        *buffer = value.to_ne_bytes();
         Ok(())
     }
 }
