@@ -34,6 +34,18 @@ pub struct UnixDgram;
 struct Datagrams(UnixDatagram);
 
 impl PingPongTransport for UnixDgram {
+    fn supports(&self, size: usize) -> Result<(), String> {
+        // The largest datagram follows the socket buffer sizes
+        // (`net.core.wmem_default`): try one.
+        let (a, b) = UnixDatagram::pair().map_err(|e| format!("socketpair: {e}"))?;
+        a.send(&vec![0; size])
+            .map_err(|e| format!("a {size}-byte datagram: {e}"))?;
+        let mut buffer = vec![0; size];
+        b.recv(&mut buffer)
+            .map_err(|e| format!("a {size}-byte datagram: {e}"))
+            .map(drop)
+    }
+
     fn parent(&self, mut spawner: Spawner<'_>, _size: usize) -> Result<Box<dyn Echo>, String> {
         let (ours, theirs) = UnixDatagram::pair().map_err(|e| format!("uds-dgram: {e}"))?;
         let theirs_too = theirs.try_clone().map_err(|e| format!("uds-dgram: {e}"))?;

@@ -37,7 +37,19 @@ pub enum Kind {
 
 pub struct Stream(pub Kind);
 
+/// FIFOs need a temporary directory that takes them.
+fn supports(kind: Kind) -> Result<(), String> {
+    match kind {
+        Kind::Fifo => FifoDir::create().map(drop),
+        Kind::Pipe | Kind::UnixStream => Ok(()),
+    }
+}
+
 impl PingPongTransport for Stream {
+    fn supports(&self, _size: usize) -> Result<(), String> {
+        supports(self.0)
+    }
+
     fn parent(&self, spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Echo>, String> {
         Ok(Box::new(Ends::to_child(self.0, spawner, size)?))
     }
@@ -48,6 +60,10 @@ impl PingPongTransport for Stream {
 }
 
 impl ThroughputTransport for Stream {
+    fn supports(&self, _size: usize) -> Result<(), String> {
+        supports(self.0)
+    }
+
     fn parent(&self, spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Producer>, String> {
         Ok(Box::new(Ends::to_child(self.0, spawner, size)?))
     }
