@@ -1,5 +1,6 @@
 //! Process-wide settings: thread placement for benchmarks and
-//! latency-sensitive users, signal dispositions.
+//! latency-sensitive users, signal dispositions; and the clocks, CPU-time
+//! counters and kernel IPC objects that comparisons with ipcring need.
 //!
 //! ```
 //! let cpus = ipcring::platform::allowed_cpus().unwrap();
@@ -59,4 +60,28 @@ pub const NO_SIGBUS_HANDLER_VAR: &str = crate::sys::sigbus::OPT_OUT_VAR;
 /// ```
 pub fn disable_sigbus_handler() -> bool {
     crate::sys::sigbus::disable()
+}
+
+// CPU time used so far by the calling thread or the whole process: what a
+// measured operation cost beyond the wall clock.
+pub use crate::sys::usage::{CpuTime, process_cpu_time, thread_cpu_ns, thread_cpu_time};
+
+// The kernel's own IPC mechanisms (named FIFOs, eventfd, System V and
+// POSIX message queues), for programs that compare ipcring with them, as
+// `ipcring bench` does. The library never uses them itself.
+pub use crate::sys::kernel_ipc::{
+    FifoEnd, PosixMessageQueue, SystemDeadline, SysvMessage, SysvMessageQueue, create_fifo,
+    eventfd, open_fifo_nonblocking,
+};
+
+/// Nanoseconds on `CLOCK_MONOTONIC`. Every process on the host reads the
+/// same clock, so a stamp one process puts in a message can be subtracted
+/// from this in another (one-way latency).
+///
+/// ```
+/// let earlier = ipcring::platform::monotonic_ns();
+/// assert!(ipcring::platform::monotonic_ns() >= earlier);
+/// ```
+pub fn monotonic_ns() -> u64 {
+    crate::sys::time::monotonic_ns()
 }

@@ -1,20 +1,32 @@
 //! `ipcring bench` run as a user would, with every count divided by 100
-//! (`--smoke`) so that it takes about a second: the JSON report's shape,
-//! and that the bench leaves no segment behind.
+//! (`--smoke`) so that it takes seconds: the JSON report's schema, that
+//! every transport either measured or said why not, `--only`, the refusal
+//! to run on one CPU, and that the bench leaves nothing behind (segments,
+//! FIFOs, message queues).
 
-use std::process::{Command, Stdio};
+use std::collections::BTreeSet;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use ipcring::segment::{self, Address};
 use serde_json::Value;
 
-const TRANSPORTS: [&str; 6] = [
+const TRANSPORTS: [&str; 12] = [
     "hw-limit",
     "ipcring-spsc",
     "ipcring-mpmc",
     "pipe",
+    "fifo",
+    "uds-stream",
+    "uds-dgram",
+    "sysv-msg",
+    "posix-mq",
+    "eventfd",
     "rtrb",
     "crossbeam-arrayqueue",
 ];
+const SIZES: [u64; 4] = [8, 64, 1024, 65536];
+const RATES: [u64; 3] = [1_000, 10_000, 100_000];
 const LATENCY_FIELDS: [&str; 4] = ["p50_ns", "p99_ns", "p999_ns", "max_ns"];
 
 /// Named segments (POSIX and SysV) that exist now, with their creators.
@@ -29,33 +41,70 @@ fn named_segments() -> Vec<(Address, Option<u32>)> {
         .collect()
 }
 
+/// The ids of the SysV message queues that exist now.
+fn sysv_queue_ids() -> BTreeSet<String> {
+    let text = std::fs::read_to_string("/proc/sysvipc/msg").unwrap_or_default();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let Some(id_col) = header.iter().position(|&c| c == "msqid") else {
+        return BTreeSet::new();
+    };
+    lines
+        .filter_map(|line| line.split_whitespace().nth(id_col).map(str::to_owned))
+        .collect()
+}
+
+/// What the bench names in shared places: FIFO directories in the temp
+/// directory and POSIX queues (when /dev/mqueue is mounted).
+fn bench_names() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for dir in [std::env::temp_dir(), "/dev/mqueue".into()] {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("ipcring-bench-") {
+                    names.insert(format!("{}/{name}", dir.display()));
+                }
+            }
+        }
+    }
+    names
+}
+
 fn positive(value: &Value) -> bool {
     value.as_f64().is_some_and(|v| v > 0.0)
 }
 
-#[test]
-fn smoke_run_prints_one_complete_json_report_and_leaves_no_segment() {
-    let before = named_segments();
-    let bench = Command::new(env!("CARGO_BIN_EXE_ipcring"))
-        .args(["bench", "--quick", "--smoke", "--json"])
+fn bench(args: &[&str]) -> (Output, u32) {
+    let child = Command::new(env!("CARGO_BIN_EXE_ipcring"))
+        .arg("bench")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let bench_pid = bench.id();
-    let output = bench.wait_with_output().unwrap();
+    let pid = child.id();
+    (child.wait_with_output().unwrap(), pid)
+}
+
+fn json_report(output: &Output) -> Value {
     assert!(
         output.status.success(),
         "bench failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     // `from_slice` rejects anything after the first value: exactly one
-    // object.
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // object, with no progress or warning text mixed in.
+    serde_json::from_slice(&output.stdout).unwrap()
+}
 
-    let machine = &report["machine"];
+fn check_machine(machine: &Value) {
     let cpus = machine["cpus"].as_u64().expect("machine.cpus");
-    assert!(cpus >= 1);
+    assert!(cpus >= 2, "{machine}");
     match &machine["pinned"] {
         Value::Null => {}
         Value::Array(pair) => {
@@ -71,13 +120,116 @@ fn smoke_run_prints_one_complete_json_report_and_leaves_no_segment() {
             .is_some_and(|kernel| !kernel.is_empty())
     );
     assert!(machine["cpu_model"].is_string());
+    assert!(machine["virtualized"].is_boolean(), "{machine}");
+    for field in ["cores", "threads_per_core", "pinned_pair", "hypervisor"] {
+        assert!(machine.get(field).is_some(), "machine.{field} missing");
+    }
+}
+
+fn check_row(row: &Value) {
+    assert!(row["id"].is_string(), "{row}");
+    assert!(row["transport"].is_string(), "{row}");
+    let mode = row["mode"].as_str().expect("mode");
+    assert!(["spin", "hybrid", "park", "null"].contains(&mode), "{row}");
+    let size = row["msg_size"].as_u64().expect("msg_size");
+    assert!(SIZES.contains(&size), "{row}");
+    for field in ["msgs_per_sec", "bytes_per_sec", "iterations"] {
+        assert!(positive(&row[field]), "{field} must be positive: {row}");
+    }
+    assert!(
+        row["cpu_ns_per_msg"].as_f64().is_some_and(|cpu| cpu >= 0.0),
+        "{row}"
+    );
+    assert!(row["suspect"].is_boolean(), "{row}");
+    let ipcring = row["transport"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("ipcring-"));
+    assert_eq!(
+        row["futex_calls_per_msg"].is_number(),
+        ipcring,
+        "futex_calls_per_msg is a number for ipcring rows only: {row}"
+    );
+    match row["scenario"].as_str().expect("scenario") {
+        "pingpong" | "paced" => {
+            let latency: Vec<u64> = LATENCY_FIELDS
+                .iter()
+                .map(|field| row[*field].as_u64().expect("latency in ns"))
+                .collect();
+            assert!(latency[0] > 0, "{row}");
+            assert!(latency.is_sorted(), "percentiles out of order: {row}");
+            if row["scenario"] == "paced" {
+                let rate = row["rate"].as_u64().expect("paced rows have a rate");
+                assert!(RATES.contains(&rate), "{row}");
+            } else {
+                assert!(row["rate"].is_null(), "{row}");
+            }
+        }
+        "throughput" => {
+            for field in LATENCY_FIELDS {
+                assert!(row[field].is_null(), "{field} must be null: {row}");
+            }
+            assert!(row["rate"].is_null(), "{row}");
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+#[test]
+fn smoke_run_reports_every_transport_and_leaves_nothing_behind() {
+    let segments_before = named_segments();
+    let queues_before = sysv_queue_ids();
+    let names_before = bench_names();
+    let (output, bench_pid) = bench(&["--quick", "--smoke", "--json"]);
+    let report = json_report(&output);
+    check_machine(&report["machine"]);
+    assert!(report["warnings"].is_array());
 
     let results = report["results"].as_array().expect("results");
-    for transport in TRANSPORTS {
+    let skipped = report["skipped"].as_array().expect("skipped");
+    for row in results {
+        check_row(row);
+    }
+    for skip in skipped {
+        let reason = skip["reason"].as_str().expect("reason");
         assert!(
-            results.iter().any(|row| row["transport"] == transport),
-            "{transport} missing: {report}"
+            !reason.is_empty() && !reason.starts_with("failed"),
+            "{skip}"
         );
+        assert!(skip["row"].is_string(), "{skip}");
+    }
+    // Every transport measured or said why not, at every size it has rows
+    // for; a row is never both.
+    let measured: BTreeSet<&str> = results.iter().filter_map(|r| r["id"].as_str()).collect();
+    let not_measured: BTreeSet<&str> = skipped.iter().filter_map(|s| s["row"].as_str()).collect();
+    assert!(measured.is_disjoint(&not_measured));
+    for transport in TRANSPORTS {
+        let prefix = format!("{transport}/");
+        assert!(
+            measured
+                .iter()
+                .chain(&not_measured)
+                .any(|id| id.starts_with(&prefix)),
+            "{transport} neither measured nor skipped: {report}"
+        );
+    }
+    for transport in [
+        "pipe",
+        "fifo",
+        "uds-stream",
+        "uds-dgram",
+        "sysv-msg",
+        "posix-mq",
+        "eventfd",
+    ] {
+        for scenario in ["pingpong", "throughput"] {
+            for size in SIZES {
+                let id = format!("{transport}/null/{scenario}/{size}");
+                assert!(
+                    measured.contains(id.as_str()) || not_measured.contains(id.as_str()),
+                    "{id} missing: {report}"
+                );
+            }
+        }
     }
     for scenario in ["pingpong", "throughput"] {
         assert!(
@@ -87,29 +239,14 @@ fn smoke_run_prints_one_complete_json_report_and_leaves_no_segment() {
             "no pipe {scenario} row, which the ratios need: {report}"
         );
     }
-    for row in results {
-        assert!(row["transport"].is_string(), "{row}");
-        let mode = row["mode"].as_str().expect("mode");
-        assert!(["spin", "hybrid", "park", "null"].contains(&mode), "{row}");
-        assert_eq!(row["msg_size"], 8, "{row}");
-        for field in ["msgs_per_sec", "bytes_per_sec", "iterations"] {
-            assert!(positive(&row[field]), "{field} must be positive: {row}");
-        }
-        match row["scenario"].as_str().expect("scenario") {
-            "pingpong" => {
-                let latency: Vec<u64> = LATENCY_FIELDS
-                    .iter()
-                    .map(|field| row[*field].as_u64().expect("latency in ns"))
-                    .collect();
-                assert!(latency[0] > 0, "{row}");
-                assert!(latency.is_sorted(), "percentiles out of order: {row}");
-            }
-            "throughput" => {
-                for field in LATENCY_FIELDS {
-                    assert!(row[field].is_null(), "{field} must be null: {row}");
-                }
-            }
-            other => panic!("unknown scenario {other}"),
+    for rate in RATES {
+        for transport in ["pipe", "ipcring-spsc"] {
+            assert!(
+                results.iter().any(|row| row["transport"] == transport
+                    && row["scenario"] == "paced"
+                    && row["rate"] == rate),
+                "no {transport} paced row at {rate}/s: {report}"
+            );
         }
     }
 
@@ -117,7 +254,7 @@ fn smoke_run_prints_one_complete_json_report_and_leaves_no_segment() {
     // segment at all; one it created and left would carry its pid.
     let leftovers: Vec<_> = named_segments()
         .into_iter()
-        .filter(|segment| !before.contains(segment))
+        .filter(|segment| !segments_before.contains(segment))
         .filter(|(address, creator)| {
             *creator == Some(bench_pid) || address.to_string().contains("bench")
         })
@@ -126,6 +263,74 @@ fn smoke_run_prints_one_complete_json_report_and_leaves_no_segment() {
         leftovers.is_empty(),
         "the bench left segments behind: {leftovers:?}"
     );
+    let new_queues: Vec<_> = sysv_queue_ids()
+        .difference(&queues_before)
+        .cloned()
+        .collect();
+    assert!(
+        new_queues.is_empty(),
+        "SysV message queues left: {new_queues:?}"
+    );
+    let new_names: Vec<_> = bench_names().difference(&names_before).cloned().collect();
+    assert!(
+        new_names.is_empty(),
+        "FIFOs or POSIX queues left: {new_names:?}"
+    );
+}
+
+#[test]
+fn only_selects_rows_by_substring_or_glob() {
+    let (output, _) = bench(&["--smoke", "--json", "--only", "pipe/*/pingpong/8"]);
+    let report = json_report(&output);
+    let ids: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|row| row["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["pipe/null/pingpong/8"], "{report}");
+
+    let (output, _) = bench(&["--smoke", "--json", "--only", "sysv-msg/null/pingpong"]);
+    let report = json_report(&output);
+    let rows = report["results"].as_array().unwrap();
+    let skipped = report["skipped"].as_array().unwrap();
+    assert_eq!(rows.len() + skipped.len(), SIZES.len(), "{report}");
+    assert!(rows.iter().all(|row| row["transport"] == "sysv-msg"));
+
+    let (output, _) = bench(&["--smoke", "--only", "no-such-row"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no row matches"));
+}
+
+#[test]
+fn one_cpu_fails_fast_and_suggests_no_pin() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ipcring"));
+    command.args(["bench", "--smoke"]);
+    // As `taskset -c 0` would: the bench inherits a one-CPU mask.
+    let cpu = 0;
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only sched_setaffinity, which is async-signal-safe; `set` lives on
+    // the child's stack for the call.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let output = command.output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--no-pin") && stderr.contains("CPU 0"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
 }
 
 #[test]

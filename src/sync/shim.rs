@@ -82,11 +82,19 @@ impl<T> UnsafeCell<T> {
 #[cfg(loom)]
 pub use loom::cell::UnsafeCell;
 
+/// Futex syscalls (`futex_wait` and `futex_wake` below) this process has
+/// made; read through [`crate::sync::futex_calls`]. A std atomic even under
+/// loom, which does not count its modelled futex.
+pub(crate) static FUTEX_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Sleeps while `*futex == expected` (see `sys::futex::futex_wait`).
 /// Returns `false` only on timeout.
 #[cfg(not(loom))]
 #[inline]
 pub fn futex_wait(futex: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> bool {
+    // Relaxed: a statistic; it orders nothing. Only reached on the way to
+    // a syscall, so the fast path never pays for it.
+    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
     crate::sys::futex::futex_wait(futex, expected, deadline.map(Deadline::instant))
 }
 
@@ -94,6 +102,8 @@ pub fn futex_wait(futex: &AtomicU32, expected: u32, deadline: Option<Deadline>) 
 #[cfg(not(loom))]
 #[inline]
 pub fn futex_wake(futex: &AtomicU32, count: u32) -> usize {
+    // Relaxed: as in `futex_wait`.
+    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
     crate::sys::futex::futex_wake(futex, count)
 }
 

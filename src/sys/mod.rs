@@ -14,6 +14,8 @@ pub(crate) mod fdpass;
 #[cfg(not(loom))]
 pub(crate) mod futex;
 #[cfg(not(loom))]
+pub(crate) mod kernel_ipc;
+#[cfg(not(loom))]
 pub(crate) mod lock;
 #[cfg(not(loom))]
 pub(crate) mod map;
@@ -28,6 +30,8 @@ pub(crate) mod sigbus;
 #[cfg(not(loom))]
 pub(crate) mod sysv;
 pub(crate) mod time;
+#[cfg(not(loom))]
+pub(crate) mod usage;
 
 #[cfg(not(loom))]
 use std::io;

@@ -43,6 +43,14 @@ impl MonotonicTime {
     }
 }
 
+/// Nanoseconds on `CLOCK_MONOTONIC`, since an unspecified start that every
+/// process on the host shares: a stamp taken in one process can be
+/// compared with the clock in another.
+#[cfg(not(loom))]
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// Nanoseconds since the Unix epoch (`CLOCK_REALTIME`).
 #[cfg(not(loom))]
 pub fn realtime_ns() -> u64 {

@@ -8,61 +8,125 @@
 
 use std::hint;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ipcring::segment::Segment;
 use ipcring::sync::{Deadline, WaitStrategy, WaitWord};
 
+use super::message;
 use super::process::{Inherited, Spawner};
 
-/// One end of a ping-pong link; the parent's and the child's are alike.
+/// One end of a two-way message link; the parent's and the child's are
+/// alike. Messages are the row's size and laid out as `message.rs` says;
+/// the transport moves the bytes and never looks into them.
 pub trait Echo {
-    /// Sends one 8-byte message to the peer.
-    fn send(&mut self, value: u64, stop: &Stop) -> Result<(), String>;
-    /// Waits for the peer's next message.
-    fn recv(&mut self, stop: &Stop) -> Result<u64, String>;
+    /// Sends all of `message` to the peer as one message.
+    fn send(&mut self, message: &[u8], stop: &Stop) -> Result<(), String>;
+    /// Waits for the peer's next message and copies it into `buffer`, which
+    /// is exactly one message long.
+    fn recv(&mut self, buffer: &mut [u8], stop: &Stop) -> Result<(), String>;
 }
 
 /// The sending end of a one-way throughput link.
 pub trait Producer {
-    /// Sends `items` in order; each item's value is its own sequence number,
-    /// so the consumer can check that nothing was lost or reordered.
+    /// Sends messages `items` in order, each built by `message::fill`, so
+    /// the consumer can check that nothing was lost, torn or reordered.
     fn produce(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String>;
 }
 
 /// The receiving end of a one-way throughput link.
 pub trait Consumer {
-    /// Receives exactly `items`, checking each value against its sequence
-    /// number.
+    /// Receives exactly `items`, checking each with `message::check_seq`.
     fn consume(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String>;
 }
 
-/// A ping-pong link between two processes.
+/// A two-way link between two processes, for ping-pong and paced rows.
 pub trait PingPongTransport: Sync {
+    /// `Err(reason)` if messages of `size` bytes cannot travel here (a
+    /// kernel limit, a missing feature, no permission): the row is then
+    /// reported as skipped. It may probe the kernel, and must clean up
+    /// what it probed with.
+    fn supports(&self, _size: usize) -> Result<(), String> {
+        Ok(())
+    }
     /// Creates the link, starts the child with `spawner` (handing it what it
     /// must inherit) and returns the parent's end.
-    fn parent(&self, spawner: Spawner<'_>) -> Result<Box<dyn Echo>, String>;
+    fn parent(&self, spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Echo>, String>;
     /// The child's end, made from what it inherited.
-    fn child(&self, inherited: &Inherited) -> Result<Box<dyn Echo>, String>;
+    fn child(&self, inherited: &Inherited, size: usize) -> Result<Box<dyn Echo>, String>;
 }
 
 /// A one-way link between two processes: the parent produces, the child
 /// consumes.
 pub trait ThroughputTransport: Sync {
+    /// As [`PingPongTransport::supports`].
+    fn supports(&self, _size: usize) -> Result<(), String> {
+        Ok(())
+    }
     /// As [`PingPongTransport::parent`].
-    fn parent(&self, spawner: Spawner<'_>) -> Result<Box<dyn Producer>, String>;
+    fn parent(&self, spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Producer>, String>;
     /// As [`PingPongTransport::child`].
-    fn child(&self, inherited: &Inherited) -> Result<Box<dyn Consumer>, String>;
+    fn child(&self, inherited: &Inherited, size: usize) -> Result<Box<dyn Consumer>, String>;
 }
 
-/// A one-way link between two threads of this process.
+/// A one-way link between two threads of this process (8-byte items).
 pub trait ThreadTransport: Sync {
     /// Both ends of a queue holding up to `capacity` items. The consumer
     /// moves to the second thread.
     fn pair(&self, capacity: usize) -> (Box<dyn Producer>, Box<dyn Consumer + Send>);
+}
+
+/// Any two-way transport as a one-way one: one message per send and per
+/// receive, which is how message-oriented transports (datagrams, message
+/// queues) are used.
+pub struct OneAtATime(pub &'static dyn PingPongTransport);
+
+impl ThroughputTransport for OneAtATime {
+    fn supports(&self, size: usize) -> Result<(), String> {
+        self.0.supports(size)
+    }
+
+    fn parent(&self, spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Producer>, String> {
+        Ok(Box::new(EchoEnd {
+            end: self.0.parent(spawner, size)?,
+            buffer: vec![0; size],
+        }))
+    }
+
+    fn child(&self, inherited: &Inherited, size: usize) -> Result<Box<dyn Consumer>, String> {
+        Ok(Box::new(EchoEnd {
+            end: self.0.child(inherited, size)?,
+            buffer: vec![0; size],
+        }))
+    }
+}
+
+struct EchoEnd {
+    end: Box<dyn Echo>,
+    buffer: Vec<u8>,
+}
+
+impl Producer for EchoEnd {
+    fn produce(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
+        for seq in items {
+            message::fill(&mut self.buffer, seq, 0);
+            self.end.send(&self.buffer, stop)?;
+        }
+        Ok(())
+    }
+}
+
+impl Consumer for EchoEnd {
+    fn consume(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
+        for seq in items {
+            self.end.recv(&mut self.buffer, stop)?;
+            message::check_seq(&self.buffer, seq)?;
+        }
+        Ok(())
+    }
 }
 
 /// How often a spinning side looks up from its poll loop to check for a
@@ -78,12 +142,26 @@ const PARK_SLICE: Duration = Duration::from_millis(50);
 ///
 /// Blocking transports such as pipes cannot poll it; they are released
 /// instead when the watchdog kills the child and the pipe reaches its end.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Stop {
     deadline: Instant,
     timeout: Duration,
     aborted: Arc<AtomicBool>,
+    /// Run once by the first `abort`: releases a side blocked in a call
+    /// that neither a peer's death nor the flag can end (a SysV `msgrcv`).
+    release: Arc<Mutex<Option<Release>>>,
     yield_between_checks: bool,
+}
+
+type Release = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stop")
+            .field("deadline", &self.deadline)
+            .field("aborted", &self.aborted)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Stop {
@@ -92,6 +170,7 @@ impl Stop {
             deadline: Instant::now() + timeout,
             timeout,
             aborted: Arc::new(AtomicBool::new(false)),
+            release: Arc::new(Mutex::new(None)),
             yield_between_checks: false,
         }
     }
@@ -109,6 +188,22 @@ impl Stop {
     /// most one more round of polls.
     pub fn abort(&self) {
         self.aborted.store(true, Ordering::Relaxed);
+        let release = self.release.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(release) = release {
+            release();
+        }
+    }
+
+    /// Sets what [`abort`](Self::abort) runs to free a blocked side.
+    pub fn on_abort(&self, release: impl FnOnce() + Send + 'static) {
+        if let Ok(mut slot) = self.release.lock() {
+            *slot = Some(Box::new(release));
+        }
+    }
+
+    /// When the row gives up.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
     }
 
     pub fn timeout(&self) -> Duration {
@@ -173,8 +268,11 @@ impl Stop {
 /// |--------|-------------|-----------------------------------------|------------|
 /// | 0      | `acks`      | phases the child finished: 1 ready, then one per phase | the child only |
 /// | 64     | `ack_word`  | `WaitWord` the parent sleeps on         | both (handshake) |
+/// | 128    | `report`    | [`ChildReport`], 8 words                | the child only, before its last ack |
 const ACKS: usize = 0;
 const ACK_WORD: usize = 64;
+const REPORT: usize = 128;
+const REPORT_WORDS: usize = 8;
 pub const CONTROL_SIZE: usize = 4096;
 
 /// The child's acknowledgements to the parent: "ready" once its end is
@@ -183,6 +281,49 @@ pub const CONTROL_SIZE: usize = 4096;
 pub struct Control<'a> {
     acks: &'a AtomicU64,
     ack_word: &'a WaitWord,
+    report: &'a [AtomicU64; REPORT_WORDS],
+}
+
+/// What the child measured on its side, handed back through the control
+/// block: its own CPU time and futex calls, and for paced rows the one-way
+/// latencies it saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChildReport {
+    pub cpu_ns: u64,
+    pub futex_calls: u64,
+    /// Paced rows: one-way latency percentiles (ns) and the sample count.
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub samples: u64,
+}
+
+impl ChildReport {
+    fn to_words(self) -> [u64; REPORT_WORDS] {
+        [
+            self.cpu_ns,
+            self.futex_calls,
+            self.p50,
+            self.p99,
+            self.p999,
+            self.max,
+            self.samples,
+            0,
+        ]
+    }
+
+    fn from_words(w: [u64; REPORT_WORDS]) -> ChildReport {
+        ChildReport {
+            cpu_ns: w[0],
+            futex_calls: w[1],
+            p50: w[2],
+            p99: w[3],
+            p999: w[4],
+            max: w[5],
+            samples: w[6],
+        }
+    }
 }
 
 impl<'a> Control<'a> {
@@ -191,7 +332,27 @@ impl<'a> Control<'a> {
         Ok(Control {
             acks: segment.view(ACKS).map_err(view_error)?,
             ack_word: segment.view(ACK_WORD).map_err(view_error)?,
+            report: segment.view(REPORT).map_err(view_error)?,
         })
+    }
+
+    /// Writes the child's report; call it before the `ack` that ends the
+    /// child's part, which publishes it.
+    pub fn report(&self, report: ChildReport) {
+        for (word, value) in self.report.iter().zip(report.to_words()) {
+            // Relaxed: published by the Release `fetch_add` in `ack`.
+            word.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The child's report; valid once the ack that followed it was seen
+    /// by `wait_for_acks`.
+    pub fn read_report(&self) -> ChildReport {
+        // Relaxed: `wait_for_acks`' Acquire load ordered these after the
+        // child's stores.
+        ChildReport::from_words(std::array::from_fn(|i| {
+            self.report[i].load(Ordering::Relaxed)
+        }))
     }
 
     pub fn ack(&self) {
@@ -219,6 +380,7 @@ impl<'a> Control<'a> {
 pub struct LocalControl {
     acks: AtomicU64,
     ack_word: WaitWord,
+    report: [AtomicU64; REPORT_WORDS],
 }
 
 impl LocalControl {
@@ -226,6 +388,7 @@ impl LocalControl {
         Control {
             acks: &self.acks,
             ack_word: &self.ack_word,
+            report: &self.report,
         }
     }
 }

@@ -1,43 +1,53 @@
-//! `ipcring bench`: round-trip latency and one-way throughput of several
-//! transports, measured in one run on one CPU placement, so the rows can
-//! be compared with each other.
+//! `ipcring bench`: round-trip latency, one-way throughput and paced
+//! one-way latency of ipcring and the kernel's IPC mechanisms, at several
+//! message sizes, measured in one run on one CPU placement, so the rows can
+//! be compared with each other; with the CPU time and futex calls each
+//! message cost.
 //!
 //! - `rows.rs` lists the rows; `transports/` holds what each one measures.
+//! - `message.rs` is what every message carries and how it is checked.
 //! - `link.rs` is the contract a transport fulfils; `drivers.rs` holds the
-//!   two measurement loops every row shares.
+//!   measurement loops every row shares.
 //! - `process.rs` starts a row's child (this binary, as `bench-child`),
-//!   shares memfd segments and pipes with it, and kills it if it hangs.
-//! - `report.rs` prints the table or the JSON.
+//!   shares memfd segments, descriptors and names with it, and kills it if
+//!   it hangs.
+//! - `machine.rs` describes the machine; `report.rs` prints the table or
+//!   the JSON.
 //!
 //! This module never calls the OS except through `ipcring` and std.
 
 mod drivers;
 mod link;
+mod machine;
+mod message;
 mod process;
 mod report;
 mod rows;
 mod transports;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipcring::platform::{allowed_cpus, pin_current_thread};
 
 use drivers::{Counts, Measurement};
 use link::{LocalControl, Stop, ThreadTransport};
+use machine::{Machine, Placement};
 use process::Inherited;
-use report::{Machine, Placement, RowResult};
-use rows::{ROWS, Row, Scenario, Setup};
+use report::{RowResult, Skipped};
+use rows::{Row, Scenario, Setup, Weight};
 
 /// Capacity of the in-process queues, in items (32 KiB): deep enough that
 /// the two sides rarely wait for each other, small enough to stay in cache.
 const QUEUE_CAPACITY: usize = 4096;
 /// `--smoke` divides every count by this, for tests of the command itself.
 const SMOKE_DIVISOR: u64 = 100;
+/// The fewest measured iterations of any row, whatever the divisors.
+const MIN_MEASURED: u64 = 10;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -56,6 +66,11 @@ pub struct BenchArgs {
     /// Leave placement to the scheduler.
     #[arg(long)]
     no_pin: bool,
+    /// Run only the rows whose id (`transport/mode/scenario/size`, as
+    /// `pipe/null/pingpong/64` or `ipcring-spsc/park/paced-10000/64`)
+    /// contains PATTERN, or matches it as a glob when it holds `*` or `?`.
+    #[arg(long, value_name = "PATTERN")]
+    only: Option<String>,
     /// Divide every count by 100; for tests of the command itself.
     #[arg(long, hide = true)]
     smoke: bool,
@@ -78,6 +93,8 @@ pub struct ChildArgs {
     control_fd: RawFd,
     #[arg(long)]
     segment_fd: Vec<RawFd>,
+    #[arg(long)]
+    name: Option<String>,
 }
 
 fn parse_cpu_pair(text: &str) -> Result<(usize, usize), String> {
@@ -101,8 +118,8 @@ fn parse_cpu_pair(text: &str) -> Result<(usize, usize), String> {
 /// Iteration counts and time limits for one run.
 struct Plan {
     name: &'static str,
-    pingpong: Counts,
-    throughput: Counts,
+    /// 1 for a full run, 10 for `--quick`, times 100 for `--smoke`.
+    divisor: u64,
     /// Per row. A dead child is noticed within the watchdog interval; this
     /// only bounds a hung one, so it is generous.
     timeout: Duration,
@@ -112,25 +129,15 @@ struct Plan {
 
 impl Plan {
     fn new(args: &BenchArgs, placement: Placement) -> Result<Plan, String> {
-        let (name, round_trips, items, timeout) = if args.quick {
-            ("quick", 20_000, 2_000_000, Duration::from_secs(30))
+        let (name, divisor, timeout) = if args.quick {
+            ("quick", 10, Duration::from_secs(30))
         } else {
-            ("full", 200_000, 20_000_000, Duration::from_secs(120))
+            ("full", 1, Duration::from_secs(120))
         };
-        let divisor = if args.smoke { SMOKE_DIVISOR } else { 1 };
-        let counts = |measured: u64| {
-            let measured = measured / divisor;
-            Counts {
-                // 10% warm-up: page faults, cache misses and the first
-                // wake-ups land here, not in the figures.
-                warmup: measured / 10,
-                measured,
-            }
-        };
+        let smoke = if args.smoke { SMOKE_DIVISOR } else { 1 };
         Ok(Plan {
             name: if args.smoke { "smoke" } else { name },
-            pingpong: counts(round_trips),
-            throughput: counts(items),
+            divisor: divisor * smoke,
             timeout,
             placement,
             exe: std::env::current_exe().map_err(|e| format!("bench: finding our binary: {e}"))?,
@@ -142,16 +149,36 @@ impl Plan {
         Stop::after(self.timeout).yielding(self.placement.child_cpu().is_none())
     }
 
-    fn counts(&self, scenario: Scenario) -> Counts {
-        match scenario {
-            Scenario::PingPong => self.pingpong,
-            Scenario::Throughput => self.throughput,
+    /// Iterations of a full run: enough for a p99.9 and for throughput
+    /// to settle, scaled so that no row takes more than a few seconds.
+    fn full_count(row: &Row) -> u64 {
+        let size = row.size as u64;
+        match (row.scenario, row.weight) {
+            (Scenario::PingPong, Weight::Light) => 200_000,
+            (Scenario::PingPong, Weight::Heavy) => 20_000,
+            // 160 MB: 20 million 8-byte items.
+            (Scenario::Throughput, Weight::Light) => (160_000_000 / size).max(2_000),
+            (Scenario::Throughput, Weight::Heavy) => {
+                (256 * 1024 * 1024 / size).clamp(2_000, 200_000)
+            }
+            // Two seconds at the rate.
+            (Scenario::Paced { rate }, _) => rate * 2,
+        }
+    }
+
+    fn counts(&self, row: &Row) -> Counts {
+        let measured = (Self::full_count(row) / self.divisor).max(MIN_MEASURED);
+        Counts {
+            // 10% warm-up: page faults, cache misses and the first
+            // wake-ups land here, not in the figures.
+            warmup: (measured / 10).max(1),
+            measured,
         }
     }
 
     /// `ipcring bench-child <row> ...`; the spawner adds the descriptors.
     fn child_command(&self, row: &Row) -> Command {
-        let counts = self.counts(row.scenario());
+        let counts = self.counts(row);
         let mut command = Command::new(&self.exe);
         command
             .arg("bench-child")
@@ -167,13 +194,12 @@ impl Plan {
 
     fn heading(&self) -> String {
         format!(
-            "ipcring bench ({}): {} round trips per ping-pong row, {} items per throughput row\n\
-             {}-byte messages; the pipe throughput row writes {} items per call",
+            "ipcring bench ({}): ping-pong round trips, one-way throughput and paced one-way latency\n\
+             message sizes {} bytes; paced rows send {}-byte messages at {} msg/s",
             self.name,
-            report::thousands(self.pingpong.measured),
-            report::thousands(self.throughput.measured),
-            rows::MSG_SIZE,
-            transports::pipe::BATCH_ITEMS,
+            message::SIZES.map(|s| s.to_string()).join(", "),
+            message::PACED_SIZE,
+            rows::PACED_RATES.map(report::thousands).join(", "),
         )
     }
 }
@@ -196,10 +222,14 @@ fn placement(args: &BenchArgs, allowed: &[usize]) -> Result<Placement, String> {
         }
         (None, [parent, child, ..]) => (*parent, *child),
         (None, _) => {
+            // Two sides that poll on one CPU take turns a scheduler tick at
+            // a time: every spinning row would crawl into its timeout.
             let only = allowed.first().map_or("none".to_owned(), usize::to_string);
-            return Ok(Placement::Unpinned(format!(
-                "only CPU {only} is allowed, so both sides share it"
-            )));
+            return Err(format!(
+                "bench: only CPU {only} is available to this process (taskset or a cgroup \
+                 limit?); the two sides need a CPU each: allow two CPUs, or run with --no-pin \
+                 to let them share one (spinning rows then measure the scheduler)"
+            ));
         }
     };
     Ok(Placement::Pinned { parent, child })
@@ -215,48 +245,155 @@ fn pin(cpu: Option<usize>) -> Result<(), String> {
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     let allowed = allowed_cpus().map_err(|e| format!("bench: reading the CPU mask: {e}"))?;
     let placement = placement(args, &allowed)?;
+    let all_rows = rows::rows();
+    let selected: Vec<&Row> = all_rows
+        .iter()
+        .filter(|row| {
+            args.only
+                .as_deref()
+                .is_none_or(|pattern| rows::matches(pattern, &row.id()))
+        })
+        .collect();
+    if selected.is_empty() {
+        return Err(format!(
+            "bench: no row matches --only {:?}; rows are named like pipe/null/pingpong/64",
+            args.only.as_deref().unwrap_or_default()
+        ));
+    }
+    // FIFOs and message queues have names: Ctrl-C must let their guards run.
+    crate::interrupt::install().map_err(|e| format!("bench: {e}"))?;
     // Pinned before anything starts, so the watchdogs and the in-process
     // rows' first threads inherit the same CPU.
     if let Placement::Pinned { parent, .. } = placement {
         pin(Some(parent)).map_err(|e| format!("bench: {e}"))?;
     }
     let machine = Machine::detect(allowed.len(), placement.clone());
-    let plan = Plan::new(args, placement)?;
-    let show_progress = std::io::stderr().is_terminal();
-
-    let mut results = Vec::with_capacity(ROWS.len());
-    for (index, row) in ROWS.iter().enumerate() {
-        if show_progress {
-            eprintln!("[{}/{}] {}", index + 1, ROWS.len(), row.id());
-        }
-        let measurement = run_row(row, &plan).map_err(|e| format!("bench: {}: {e}", row.id()))?;
-        results.push(RowResult { row, measurement });
+    // The table repeats it at its top; the JSON carries it in `warnings`.
+    if let Some(warning) = machine.busy_warning() {
+        eprintln!("ipcring bench: warning: {warning}");
     }
+    let plan = Plan::new(args, placement)?;
+    let mut progress = Progress::new(selected.len());
+
+    let started = Instant::now();
+    let mut results = Vec::with_capacity(selected.len());
+    let mut skipped = Vec::new();
+    let mut failures = 0;
+    for row in selected {
+        progress.show(&row.id());
+        match supports(row) {
+            Err(reason) => skipped.push(Skipped {
+                row: row.id(),
+                reason,
+            }),
+            Ok(()) => match run_row(row, &plan) {
+                Ok(measurement) => results.push(RowResult { row, measurement }),
+                Err(e) => {
+                    failures += 1;
+                    skipped.push(Skipped {
+                        row: row.id(),
+                        reason: format!("failed: {e}"),
+                    });
+                }
+            },
+        }
+        if let Some(signal) = crate::interrupt::received() {
+            progress.clear();
+            return Err(format!("bench: interrupted by signal {signal}"));
+        }
+    }
+    progress.clear();
 
     if args.json {
-        println!("{}", report::json(&machine, &results));
+        println!("{}", report::json(&machine, &results, &skipped));
     } else {
-        print!("{}", report::table(&machine, &plan.heading(), &results));
+        print!(
+            "{}",
+            report::table(
+                &machine,
+                &plan.heading(),
+                &results,
+                &skipped,
+                started.elapsed()
+            )
+        );
     }
-    Ok(())
+    match failures {
+        0 => Ok(()),
+        n => Err(format!(
+            "bench: {n} row{} failed (listed as skipped)",
+            if n == 1 { "" } else { "s" }
+        )),
+    }
+}
+
+/// Whether a row can run here; the reason if not.
+fn supports(row: &Row) -> Result<(), String> {
+    match row.setup {
+        Setup::TwoWay(transport) => transport.supports(row.size),
+        Setup::Throughput(transport) => transport.supports(row.size),
+        Setup::ThreadThroughput(_) => Ok(()),
+    }
+}
+
+/// One line on stderr naming the row being measured, rewritten in place;
+/// only when stderr is a terminal, so logs and pipes stay clean.
+struct Progress {
+    total: usize,
+    done: usize,
+    on: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            done: 0,
+            on: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, id: &str) {
+        self.done += 1;
+        if self.on {
+            let mut stderr = std::io::stderr();
+            let _ = write!(stderr, "\r\x1b[K[{}/{}] {id}", self.done, self.total);
+            let _ = stderr.flush();
+        }
+    }
+
+    fn clear(&self) {
+        if self.on {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
 }
 
 fn run_row(row: &Row, plan: &Plan) -> Result<Measurement, String> {
-    let counts = plan.counts(row.scenario());
-    match row.setup {
-        Setup::PingPong(transport) => process::run_parent(
+    let counts = plan.counts(row);
+    let size = row.size;
+    match (row.setup, row.scenario) {
+        (Setup::TwoWay(transport), Scenario::Paced { rate }) => process::run_parent(
             plan.child_command(row),
             plan.stop(),
-            |spawner| transport.parent(spawner),
-            |end, control, stop| drivers::drive_pingpong(end.as_mut(), control, counts, stop),
+            |spawner| transport.parent(spawner, size),
+            |end, control, stop| {
+                drivers::drive_paced(end.as_mut(), control, counts, size, rate, stop)
+            },
         ),
-        Setup::Throughput(transport) => process::run_parent(
+        (Setup::TwoWay(transport), _) => process::run_parent(
             plan.child_command(row),
             plan.stop(),
-            |spawner| transport.parent(spawner),
+            |spawner| transport.parent(spawner, size),
+            |end, control, stop| drivers::drive_pingpong(end.as_mut(), control, counts, size, stop),
+        ),
+        (Setup::Throughput(transport), _) => process::run_parent(
+            plan.child_command(row),
+            plan.stop(),
+            |spawner| transport.parent(spawner, size),
             |end, control, stop| drivers::drive_throughput(end.as_mut(), control, counts, stop),
         ),
-        Setup::ThreadThroughput(transport) => run_in_threads(transport, plan, counts),
+        (Setup::ThreadThroughput(transport), _) => run_in_threads(transport, plan, counts),
     }
 }
 
@@ -301,7 +438,8 @@ fn run_in_threads(
 
 /// `ipcring bench-child`: the child's side of one row.
 pub fn child(args: &ChildArgs) -> Result<(), String> {
-    let row = ROWS
+    let all_rows = rows::rows();
+    let row = all_rows
         .iter()
         .find(|row| row.id() == args.row)
         .ok_or_else(|| format!("bench-child: no row {:?}", args.row))?;
@@ -309,25 +447,34 @@ pub fn child(args: &ChildArgs) -> Result<(), String> {
         warmup: args.warmup,
         measured: args.measured,
     };
+    let size = row.size;
+    let timeout = Duration::from_millis(args.timeout_ms);
     // A child whose parent vanished gives up at the same deadline.
-    let stop = Stop::after(Duration::from_millis(args.timeout_ms)).yielding(args.cpu.is_none());
-    let inherited = Inherited::new(args.segment_fd.clone());
-    let served = pin(args.cpu).and_then(|()| match row.setup {
-        Setup::PingPong(transport) => process::run_child(
+    let stop = Stop::after(timeout).yielding(args.cpu.is_none());
+    let inherited = Inherited::new(args.segment_fd.clone(), args.name.clone(), timeout);
+    let served = pin(args.cpu).and_then(|()| match (row.setup, row.scenario) {
+        (Setup::TwoWay(transport), Scenario::Paced { .. }) => process::run_child(
             args.control_fd,
             &inherited,
             stop,
-            |inherited| transport.child(inherited),
-            |end, control, stop| drivers::serve_pingpong(end.as_mut(), control, stop),
+            |inherited| transport.child(inherited, size),
+            |end, control, stop| drivers::serve_paced(end.as_mut(), control, counts, size, stop),
         ),
-        Setup::Throughput(transport) => process::run_child(
+        (Setup::TwoWay(transport), _) => process::run_child(
             args.control_fd,
             &inherited,
             stop,
-            |inherited| transport.child(inherited),
+            |inherited| transport.child(inherited, size),
+            |end, control, stop| drivers::serve_pingpong(end.as_mut(), control, size, stop),
+        ),
+        (Setup::Throughput(transport), _) => process::run_child(
+            args.control_fd,
+            &inherited,
+            stop,
+            |inherited| transport.child(inherited, size),
             |end, control, stop| drivers::serve_throughput(end.as_mut(), control, counts, stop),
         ),
-        Setup::ThreadThroughput(_) => Err("this row runs in one process".to_owned()),
+        (Setup::ThreadThroughput(_), _) => Err("this row runs in one process".to_owned()),
     });
     served.map_err(|e| format!("bench-child {}: {e}", row.id()))
 }

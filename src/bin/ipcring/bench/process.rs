@@ -1,12 +1,16 @@
 //! Running a row across two processes: the parent re-executes this binary
 //! as `ipcring bench-child <row> ...`, hands it what it must inherit (memfd
-//! segments by descriptor number, pipes as its stdin and stdout), and
-//! watches it, so that a child that dies or hangs fails the row instead of
-//! hanging the bench.
+//! segments by descriptor number; pipes, sockets or eventfds as its stdin
+//! and stdout; a name for objects it opens by name), and watches it, so
+//! that a child that dies or hangs fails the row instead of hanging the
+//! bench. A transport whose blocked calls a dead peer cannot end registers
+//! an abort hook that the watchdog runs.
 //!
 //! Every segment the bench shares is an anonymous memfd: it has no name to
 //! leave behind, and the kernel frees it when the last process holding it
-//! exits, however the bench ends.
+//! exits, however the bench ends. Named objects (FIFOs, message queues)
+//! belong to guards in the parent's end that remove them when the row
+//! ends, on any path, including Ctrl-C.
 
 use std::fs::File;
 use std::io;
@@ -34,6 +38,7 @@ pub struct Spawner<'a> {
     /// Held open until the child has its copies.
     inheritable: Vec<OwnedFd>,
     slot: &'a mut ChildSlot,
+    stop: &'a Stop,
 }
 
 impl<'a> Spawner<'a> {
@@ -41,6 +46,7 @@ impl<'a> Spawner<'a> {
         mut command: Command,
         control: &Segment,
         slot: &'a mut ChildSlot,
+        stop: &'a Stop,
     ) -> Result<Self, String> {
         // The child's stdout is never a terminal or the bench's output: a
         // stray print must not corrupt `--json`. Transports may replace it.
@@ -49,6 +55,7 @@ impl<'a> Spawner<'a> {
             command,
             inheritable: Vec::new(),
             slot,
+            stop,
         };
         let fd = spawner.inheritable_fd(control)?;
         spawner.command.arg("--control-fd").arg(fd.to_string());
@@ -67,6 +74,30 @@ impl<'a> Spawner<'a> {
     /// parent's ends are the spawned child's `stdin` and `stdout`.
     pub fn pipe_stdio(&mut self) {
         self.command.stdin(Stdio::piped()).stdout(Stdio::piped());
+    }
+
+    /// Makes `stdin` and `stdout` the child's standard input and output
+    /// (sockets, eventfds: anything the child reads and writes as files).
+    pub fn stdio(&mut self, stdin: OwnedFd, stdout: OwnedFd) {
+        self.command.stdin(stdin).stdout(stdout);
+    }
+
+    /// Hands the child a name (a path, a queue name or id), which it reads
+    /// back with `Inherited::name`.
+    pub fn share_name(&mut self, name: &str) {
+        self.command.arg("--name").arg(name);
+    }
+
+    /// What to run if the row is aborted (the child died, the deadline
+    /// passed), to free the parent from a call that would block forever.
+    pub fn on_abort(&self, release: impl FnOnce() + Send + 'static) {
+        self.stop.on_abort(release);
+    }
+
+    /// The row's stop, for a transport that waits for its child while it
+    /// connects.
+    pub fn stop(&self) -> &Stop {
+        self.stop
     }
 
     pub fn spawn(mut self) -> Result<&'a mut Child, String> {
@@ -91,11 +122,29 @@ impl<'a> Spawner<'a> {
 /// What a child inherited from its parent, as its transport asks for it.
 pub struct Inherited {
     segment_fds: Vec<RawFd>,
+    name: Option<String>,
+    timeout: Duration,
 }
 
 impl Inherited {
-    pub fn new(segment_fds: Vec<RawFd>) -> Inherited {
-        Inherited { segment_fds }
+    pub fn new(segment_fds: Vec<RawFd>, name: Option<String>, timeout: Duration) -> Inherited {
+        Inherited {
+            segment_fds,
+            name,
+            timeout,
+        }
+    }
+
+    /// How long the child's row may take in all.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The name the parent shared (`Spawner::share_name`).
+    pub fn name(&self) -> Result<&str, String> {
+        self.name
+            .as_deref()
+            .ok_or_else(|| "the parent shared no name".to_owned())
     }
 
     /// The `index`th segment the parent shared (`Spawner::share_segment`).
@@ -151,7 +200,7 @@ pub fn run_parent<End, T>(
         .map_err(|e| format!("control block: {e}"))?;
     let control = Control::in_segment(&control_segment)?;
     let mut slot = ChildSlot::default();
-    let mut end = connect(Spawner::new(command, &control_segment, &mut slot)?)?;
+    let mut end = connect(Spawner::new(command, &control_segment, &mut slot, &stop)?)?;
     let child = slot
         .0
         .as_mut()
@@ -180,6 +229,7 @@ enum ChildEnd {
     KilledAtDeadline,
     KilledAfterParentFailed,
     KilledAfterGrace,
+    Interrupted,
 }
 
 /// Runs `parent_side` while a watchdog thread watches `child`. A child
@@ -210,6 +260,7 @@ fn supervise<T>(
             "the child served its row but did not exit within {EXIT_GRACE:?}; killed it"
         )),
         (result, ChildEnd::KilledAfterParentFailed) => result,
+        (_, ChildEnd::Interrupted) => Err("interrupted".to_owned()),
         (Ok(measured), ChildEnd::Exited(status)) if status.success() => Ok(measured),
         (Ok(_), ChildEnd::Exited(status)) => Err(format!("the child failed ({status})")),
         (Err(e), ChildEnd::Exited(status)) if !status.success() => {
@@ -231,6 +282,12 @@ fn watch(child: &mut Child, stop: &Stop, finished: Receiver<bool>) -> Result<Chi
             stop.abort();
             return Ok(ChildEnd::Exited(status));
         }
+        if crate::interrupt::received().is_some() {
+            // Ctrl-C: end the row so the guards of what it created run.
+            stop.abort();
+            kill(child);
+            return Ok(ChildEnd::Interrupted);
+        }
         if stop.deadline_passed() {
             stop.abort();
             kill(child);
@@ -238,6 +295,7 @@ fn watch(child: &mut Child, stop: &Stop, finished: Receiver<bool>) -> Result<Chi
         }
     };
     if !parent_succeeded {
+        stop.abort();
         if let Some(status) = child.try_wait().map_err(status_error)? {
             return Ok(ChildEnd::Exited(status));
         }

@@ -21,7 +21,7 @@ const SEGMENT_SIZE: usize = 4096;
 pub struct HwLimit;
 
 impl PingPongTransport for HwLimit {
-    fn parent(&self, mut spawner: Spawner<'_>) -> Result<Box<dyn Echo>, String> {
+    fn parent(&self, mut spawner: Spawner<'_>, _size: usize) -> Result<Box<dyn Echo>, String> {
         let segment = Segment::create_anonymous(&CreateOptions::new(SEGMENT_SIZE))
             .map_err(|e| format!("hw-limit segment: {e}"))?;
         spawner.share_segment(&segment)?;
@@ -33,7 +33,7 @@ impl PingPongTransport for HwLimit {
         )))
     }
 
-    fn child(&self, inherited: &Inherited) -> Result<Box<dyn Echo>, String> {
+    fn child(&self, inherited: &Inherited, _size: usize) -> Result<Box<dyn Echo>, String> {
         let segment = inherited.segment(0)?;
         Ok(Box::new(Cells::new(
             segment,
@@ -76,14 +76,20 @@ impl Cells {
 // Release and Acquire rather than Relaxed, although the counter carries no
 // other data: a ring publishes its index this way, so the floor pays the
 // same fences a ring must (none on x86, real barriers on Arm).
+// The row runs with 8-byte messages only: the message is the counter.
 impl Echo for Cells {
-    fn send(&mut self, value: u64, _stop: &Stop) -> Result<(), String> {
+    fn send(&mut self, message: &[u8], _stop: &Stop) -> Result<(), String> {
+        let value = u64::from_ne_bytes(
+            message
+                .try_into()
+                .map_err(|_| "hw-limit carries 8-byte messages only")?,
+        );
         // Release: pairs with the peer's Acquire load in `recv`.
         self.cell(self.outbound)?.store(value, Ordering::Release);
         Ok(())
     }
 
-    fn recv(&mut self, stop: &Stop) -> Result<u64, String> {
+    fn recv(&mut self, buffer: &mut [u8], stop: &Stop) -> Result<(), String> {
         let inbound = self.cell(self.inbound)?;
         let last = self.last_received;
         let value = stop.spin_until(|| {
@@ -92,6 +98,10 @@ impl Echo for Cells {
             (value != last).then_some(value)
         })?;
         self.last_received = value;
-        Ok(value)
+        let buffer: &mut [u8; 8] = buffer
+            .try_into()
+            .map_err(|_| "hw-limit carries 8-byte messages only")?;
+        *buffer = value.to_ne_bytes();
+        Ok(())
     }
 }

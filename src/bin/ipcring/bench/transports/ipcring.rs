@@ -1,32 +1,103 @@
 //! ipcring's own rows: ping-pong over two SPSC channels (one each way) in
 //! each wait strategy, over two MPMC channels, and one-way throughput over
-//! an SPSC channel with the zero-copy chunk API. Every channel lives in an
-//! anonymous segment the child inherits.
+//! an SPSC channel with the chunk API and over an MPMC channel one item at
+//! a time. Every channel lives in an anonymous segment the child inherits.
+//!
+//! A message of N bytes is one item of type [`Payload`] (N / 8 words), so
+//! a slot holds exactly one message. The link traits hand messages over as
+//! bytes, so each side copies between its byte buffer and the item once
+//! more than a kernel transport does: the figures for large messages are
+//! on the cautious side.
 
 use std::ops::Range;
 use std::time::Duration;
 
+use bytemuck::{Pod, Zeroable};
 use ipcring::channel::{
     ChannelOptions, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError, mpmc, spsc,
 };
 use ipcring::segment::Segment;
 use ipcring::sync::WaitStrategy;
 
-use super::check_item;
 use crate::bench::link::{Consumer, Echo, PingPongTransport, Producer, Stop, ThroughputTransport};
+use crate::bench::message;
 use crate::bench::process::{Inherited, Spawner};
 
-/// Slots per direction: ping-pong keeps at most one item in flight.
+/// Slots per direction for ping-pong and paced rows: ping-pong keeps at
+/// most one message in flight; a paced sender that gets this far ahead
+/// waits, and the wait shows in the latencies.
 const PINGPONG_CAPACITY: usize = 64;
-/// Slots for the throughput row.
-const STREAM_CAPACITY: usize = 4096;
-/// Items per chunk in the throughput row.
-const CHUNK: usize = 256;
+/// Bytes of slots in a throughput ring (32 KiB of 8-byte items, as before
+/// sizes were measured); at least [`MIN_STREAM_SLOTS`] slots.
+const STREAM_BYTES: usize = 32 * 1024;
+const MIN_STREAM_SLOTS: usize = 8;
+/// Bytes per chunk in the SPSC throughput row (256 8-byte items).
+const CHUNK_BYTES: usize = 2048;
 /// How long one blocking call may wait before the bench checks its stop.
 const SLICE: Duration = Duration::from_millis(50);
 
+/// One message of `W` 64-bit words, moved as one channel item.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Payload<const W: usize>([u64; W]);
+
+// SAFETY: a transparent wrapper of an array of u64: every bit pattern is a
+// valid value (including all zeros), it has no padding, and it holds no
+// pointers.
+unsafe impl<const W: usize> Zeroable for Payload<W> {}
+// SAFETY: as above; `Copy` and `'static` hold.
+unsafe impl<const W: usize> Pod for Payload<W> {}
+
+/// The message sizes with a payload type: fixed slots hold one message
+/// each. A 64 KiB item type is left out: the compiler spends minutes on
+/// by-value moves of an 8192-word array, and large messages are what the
+/// record channels are for (rows for them come later).
+const PAYLOAD_SIZES: [usize; 3] = [8, 64, 1024];
+
+fn payload_supported(size: usize) -> Result<(), String> {
+    if PAYLOAD_SIZES.contains(&size) {
+        Ok(())
+    } else {
+        Err(format!(
+            "fixed-slot rows are built for {PAYLOAD_SIZES:?}-byte items only (one message per slot)"
+        ))
+    }
+}
+
+/// Calls `$body` with `$T` set to the payload type for `$size` bytes (one
+/// of [`PAYLOAD_SIZES`]).
+macro_rules! with_payload {
+    ($size:expr, $T:ident => $body:expr) => {
+        match $size {
+            8 => {
+                type $T = Payload<1>;
+                $body
+            }
+            64 => {
+                type $T = Payload<8>;
+                $body
+            }
+            1024 => {
+                type $T = Payload<128>;
+                $body
+            }
+            other => Err(format!("no ipcring payload type of {other} bytes")),
+        }
+    };
+}
+
 fn options(strategy: WaitStrategy) -> ChannelOptions {
     ChannelOptions::new().wait_strategy(strategy)
+}
+
+fn stream_capacity(size: usize) -> usize {
+    (STREAM_BYTES / size)
+        .max(MIN_STREAM_SLOTS)
+        .next_power_of_two()
+}
+
+fn chunk_items(size: usize) -> usize {
+    (CHUNK_BYTES / size).max(1)
 }
 
 /// Ping-pong over SPSC channels with one wait strategy on both sides.
@@ -35,37 +106,40 @@ pub struct SpscPingPong(pub WaitStrategy);
 /// Ping-pong over MPMC channels (one sender and one receiver each way).
 pub struct MpmcPingPong(pub WaitStrategy);
 
-struct SpscEcho {
-    tx: spsc::Sender<u64>,
-    rx: spsc::Receiver<u64>,
+struct SpscEcho<T: Pod> {
+    tx: spsc::Sender<T>,
+    rx: spsc::Receiver<T>,
 }
 
-struct MpmcEcho {
-    tx: mpmc::Sender<u64>,
-    rx: mpmc::Receiver<u64>,
+struct MpmcEcho<T: Pod> {
+    tx: mpmc::Sender<T>,
+    rx: mpmc::Receiver<T>,
 }
 
 /// The same echo over either channel kind: block in slices, checking the
 /// bench's stop between them.
 macro_rules! echo {
     ($echo:ident, $name:literal) => {
-        impl Echo for $echo {
-            fn send(&mut self, value: u64, stop: &Stop) -> Result<(), String> {
-                let mut value = value;
+        impl<T: Pod> Echo for $echo<T> {
+            fn send(&mut self, message: &[u8], stop: &Stop) -> Result<(), String> {
+                let mut item: T = bytemuck::pod_read_unaligned(message);
                 loop {
-                    match self.tx.send_timeout(value, SLICE) {
+                    match self.tx.send_timeout(item, SLICE) {
                         Ok(()) => return Ok(()),
-                        Err(SendTimeoutError::Timeout(back)) => value = back,
+                        Err(SendTimeoutError::Timeout(back)) => item = back,
                         Err(e) => return Err(format!(concat!($name, " send: {}"), e)),
                     }
                     stop.check()?;
                 }
             }
 
-            fn recv(&mut self, stop: &Stop) -> Result<u64, String> {
+            fn recv(&mut self, buffer: &mut [u8], stop: &Stop) -> Result<(), String> {
                 loop {
                     match self.rx.recv_timeout(SLICE) {
-                        Ok(value) => return Ok(value),
+                        Ok(item) => {
+                            buffer.copy_from_slice(bytemuck::bytes_of(&item));
+                            return Ok(());
+                        }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(e) => return Err(format!(concat!($name, " recv: {}"), e)),
                     }
@@ -75,6 +149,9 @@ macro_rules! echo {
         }
     };
 }
+
+echo!(SpscEcho, "ipcring-spsc");
+echo!(MpmcEcho, "ipcring-mpmc");
 
 fn two_segments(
     make: impl Fn() -> Result<Segment, String>,
@@ -88,28 +165,37 @@ fn two_segments(
 }
 
 impl PingPongTransport for SpscPingPong {
-    fn parent(&self, mut spawner: Spawner<'_>) -> Result<Box<dyn Echo>, String> {
-        let make = || {
-            spsc::create_segment::<u64>(None, PINGPONG_CAPACITY, &options(self.0))
-                .map_err(|e| format!("ipcring-spsc segment: {e}"))
-        };
-        let (down, up) = two_segments(make, &mut spawner)?;
-        let echo = spsc_echo(down, up, self.0)?;
-        spawner.spawn()?;
-        Ok(Box::new(echo))
+    fn supports(&self, size: usize) -> Result<(), String> {
+        payload_supported(size)
     }
 
-    fn child(&self, inherited: &Inherited) -> Result<Box<dyn Echo>, String> {
-        Ok(Box::new(spsc_echo(
-            inherited.segment(1)?,
-            inherited.segment(0)?,
-            self.0,
-        )?))
+    fn parent(&self, mut spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Echo>, String> {
+        with_payload!(size, T => {
+            let make = || {
+                spsc::create_segment::<T>(None, PINGPONG_CAPACITY, &options(self.0))
+                    .map_err(|e| format!("ipcring-spsc segment: {e}"))
+            };
+            let (down, up) = two_segments(make, &mut spawner)?;
+            let echo = spsc_echo::<T>(down, up, self.0)?;
+            spawner.spawn()?;
+            Ok(Box::new(echo) as Box<dyn Echo>)
+        })
+    }
+
+    fn child(&self, inherited: &Inherited, size: usize) -> Result<Box<dyn Echo>, String> {
+        with_payload!(size, T => {
+            let echo = spsc_echo::<T>(inherited.segment(1)?, inherited.segment(0)?, self.0)?;
+            Ok(Box::new(echo) as Box<dyn Echo>)
+        })
     }
 }
 
 /// Sends on `out`, receives on `back`.
-fn spsc_echo(out: Segment, back: Segment, strategy: WaitStrategy) -> Result<SpscEcho, String> {
+fn spsc_echo<T: Pod>(
+    out: Segment,
+    back: Segment,
+    strategy: WaitStrategy,
+) -> Result<SpscEcho<T>, String> {
     let mut tx = spsc::Sender::attach(out).map_err(|e| format!("ipcring-spsc sender: {e}"))?;
     let mut rx = spsc::Receiver::attach(back).map_err(|e| format!("ipcring-spsc receiver: {e}"))?;
     tx.set_wait_strategy(strategy);
@@ -118,27 +204,36 @@ fn spsc_echo(out: Segment, back: Segment, strategy: WaitStrategy) -> Result<Spsc
 }
 
 impl PingPongTransport for MpmcPingPong {
-    fn parent(&self, mut spawner: Spawner<'_>) -> Result<Box<dyn Echo>, String> {
-        let make = || {
-            mpmc::create_segment::<u64>(None, PINGPONG_CAPACITY, &options(self.0))
-                .map_err(|e| format!("ipcring-mpmc segment: {e}"))
-        };
-        let (down, up) = two_segments(make, &mut spawner)?;
-        let echo = mpmc_echo(down, up, self.0)?;
-        spawner.spawn()?;
-        Ok(Box::new(echo))
+    fn supports(&self, size: usize) -> Result<(), String> {
+        payload_supported(size)
     }
 
-    fn child(&self, inherited: &Inherited) -> Result<Box<dyn Echo>, String> {
-        Ok(Box::new(mpmc_echo(
-            inherited.segment(1)?,
-            inherited.segment(0)?,
-            self.0,
-        )?))
+    fn parent(&self, mut spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Echo>, String> {
+        with_payload!(size, T => {
+            let make = || {
+                mpmc::create_segment::<T>(None, PINGPONG_CAPACITY, &options(self.0))
+                    .map_err(|e| format!("ipcring-mpmc segment: {e}"))
+            };
+            let (down, up) = two_segments(make, &mut spawner)?;
+            let echo = mpmc_echo::<T>(down, up, self.0)?;
+            spawner.spawn()?;
+            Ok(Box::new(echo) as Box<dyn Echo>)
+        })
+    }
+
+    fn child(&self, inherited: &Inherited, size: usize) -> Result<Box<dyn Echo>, String> {
+        with_payload!(size, T => {
+            let echo = mpmc_echo::<T>(inherited.segment(1)?, inherited.segment(0)?, self.0)?;
+            Ok(Box::new(echo) as Box<dyn Echo>)
+        })
     }
 }
 
-fn mpmc_echo(out: Segment, back: Segment, strategy: WaitStrategy) -> Result<MpmcEcho, String> {
+fn mpmc_echo<T: Pod>(
+    out: Segment,
+    back: Segment,
+    strategy: WaitStrategy,
+) -> Result<MpmcEcho<T>, String> {
     let mut tx = mpmc::Sender::attach(out).map_err(|e| format!("ipcring-mpmc sender: {e}"))?;
     let mut rx = mpmc::Receiver::attach(back).map_err(|e| format!("ipcring-mpmc receiver: {e}"))?;
     tx.set_wait_strategy(strategy);
@@ -146,52 +241,73 @@ fn mpmc_echo(out: Segment, back: Segment, strategy: WaitStrategy) -> Result<Mpmc
     Ok(MpmcEcho { tx, rx })
 }
 
-echo!(SpscEcho, "ipcring-spsc");
-echo!(MpmcEcho, "ipcring-mpmc");
-
-/// One-way stream of `u64`s through an SPSC channel, moved in chunks of up
-/// to 256 with the chunk API (one copy into and out of the slots, across
-/// the wrap); both sides poll (busy-spin).
+/// One-way stream through an SPSC channel, moved in chunks of up to
+/// [`CHUNK_BYTES`] with the chunk API (one copy into and one out of the
+/// slots, across the wrap); both sides poll (busy-spin).
 pub struct SpscStream;
 
+/// One end of an SPSC stream with its staging buffer, allocated once.
+struct SpscStreamEnd<E, T> {
+    end: E,
+    batch: Vec<T>,
+}
+
 impl ThroughputTransport for SpscStream {
-    fn parent(&self, mut spawner: Spawner<'_>) -> Result<Box<dyn Producer>, String> {
-        let segment =
-            spsc::create_segment::<u64>(None, STREAM_CAPACITY, &options(WaitStrategy::BusySpin))
-                .map_err(|e| format!("ipcring-spsc segment: {e}"))?;
-        spawner.share_segment(&segment)?;
-        let tx = spsc::Sender::attach(segment).map_err(|e| format!("ipcring-spsc sender: {e}"))?;
-        spawner.spawn()?;
-        Ok(Box::new(tx))
+    fn supports(&self, size: usize) -> Result<(), String> {
+        payload_supported(size)
     }
 
-    fn child(&self, inherited: &Inherited) -> Result<Box<dyn Consumer>, String> {
-        let rx = spsc::Receiver::attach(inherited.segment(0)?)
-            .map_err(|e| format!("ipcring-spsc receiver: {e}"))?;
-        Ok(Box::new(rx))
+    fn parent(&self, mut spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Producer>, String> {
+        with_payload!(size, T => {
+            let segment = spsc::create_segment::<T>(
+                None,
+                stream_capacity(size),
+                &options(WaitStrategy::BusySpin),
+            )
+            .map_err(|e| format!("ipcring-spsc segment: {e}"))?;
+            spawner.share_segment(&segment)?;
+            let tx = spsc::Sender::<T>::attach(segment)
+                .map_err(|e| format!("ipcring-spsc sender: {e}"))?;
+            spawner.spawn()?;
+            Ok(Box::new(SpscStreamEnd {
+                end: tx,
+                batch: vec![T::zeroed(); chunk_items(size)],
+            }) as Box<dyn Producer>)
+        })
+    }
+
+    fn child(&self, inherited: &Inherited, size: usize) -> Result<Box<dyn Consumer>, String> {
+        with_payload!(size, T => {
+            let rx = spsc::Receiver::<T>::attach(inherited.segment(0)?)
+                .map_err(|e| format!("ipcring-spsc receiver: {e}"))?;
+            Ok(Box::new(SpscStreamEnd {
+                end: rx,
+                batch: vec![T::zeroed(); chunk_items(size)],
+            }) as Box<dyn Consumer>)
+        })
     }
 }
 
-impl Producer for spsc::Sender<u64> {
+impl<T: Pod> Producer for SpscStreamEnd<spsc::Sender<T>, T> {
     fn produce(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
         let mut next = items.start;
         while next < items.end {
-            let want = CHUNK.min((items.end - next) as usize);
-            let mut chunk = match self.write_chunk_up_to(want) {
+            let want = self.batch.len().min((items.end - next) as usize);
+            let tx = &mut self.end;
+            let mut chunk = match tx.write_chunk_up_to(want) {
                 Ok(chunk) if !chunk.is_empty() => chunk,
                 Ok(_) => {
-                    stop.spin_until(|| self.free_slots().ok().filter(|&n| n > 0))?;
+                    stop.spin_until(|| tx.free_slots().ok().filter(|&n| n > 0))?;
                     continue;
                 }
                 Err(e) => return Err(format!("ipcring-spsc chunk: {e}")),
             };
             let n = chunk.len();
-            let mut batch = [0u64; CHUNK];
-            for (i, slot) in batch[..n].iter_mut().enumerate() {
-                *slot = next + i as u64;
+            for (i, item) in self.batch[..n].iter_mut().enumerate() {
+                message::fill(bytemuck::bytes_of_mut(item), next + i as u64, 0);
             }
             // One copy straight into the ring's slots, across the wrap.
-            chunk.fill_from_slice(&batch[..n]);
+            chunk.fill_from_slice(&self.batch[..n]);
             chunk.commit_all();
             next += n as u64;
         }
@@ -199,39 +315,49 @@ impl Producer for spsc::Sender<u64> {
     }
 }
 
-impl Consumer for spsc::Receiver<u64> {
+impl<T: Pod> Consumer for SpscStreamEnd<spsc::Receiver<T>, T> {
     fn consume(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
         let mut expected = items.start;
         while expected < items.end {
-            let chunk = match self.read_chunk_up_to(CHUNK) {
+            let want = self.batch.len().min((items.end - expected) as usize);
+            let rx = &mut self.end;
+            let chunk = match rx.read_chunk_up_to(want) {
                 Ok(chunk) if !chunk.is_empty() => chunk,
                 Ok(_) => {
-                    stop.spin_until(|| self.ready_items().ok().filter(|&n| n > 0))?;
+                    stop.spin_until(|| rx.ready_items().ok().filter(|&n| n > 0))?;
                     continue;
                 }
                 Err(e) => return Err(format!("ipcring-spsc chunk: {e}")),
             };
             let n = chunk.len();
-            let mut batch = [0u64; CHUNK];
-            chunk.copy_to_slice(&mut batch[..n]);
-            for &item in &batch[..n] {
-                check_item(expected, item)?;
+            chunk.copy_to_slice(&mut self.batch[..n]);
+            chunk.commit(n);
+            for item in &self.batch[..n] {
+                message::check_seq(bytemuck::bytes_of(item), expected)?;
                 expected += 1;
             }
-            chunk.commit(n);
         }
         Ok(())
     }
 }
 
-/// One-way stream of `u64`s through an MPMC channel with one sender and
-/// one receiver, one item per call (as `ArrayQueue` is used); both poll.
+/// One-way stream of 8-byte messages through an MPMC channel with one
+/// sender and one receiver, one item per call (as `ArrayQueue` is used);
+/// both poll.
 pub struct MpmcStream;
 
 impl ThroughputTransport for MpmcStream {
-    fn parent(&self, mut spawner: Spawner<'_>) -> Result<Box<dyn Producer>, String> {
+    fn supports(&self, size: usize) -> Result<(), String> {
+        if size == 8 {
+            Ok(())
+        } else {
+            Err("the MPMC stream row moves 8-byte items".to_owned())
+        }
+    }
+
+    fn parent(&self, mut spawner: Spawner<'_>, _size: usize) -> Result<Box<dyn Producer>, String> {
         let segment =
-            mpmc::create_segment::<u64>(None, STREAM_CAPACITY, &options(WaitStrategy::BusySpin))
+            mpmc::create_segment::<u64>(None, stream_capacity(8), &options(WaitStrategy::BusySpin))
                 .map_err(|e| format!("ipcring-mpmc segment: {e}"))?;
         spawner.share_segment(&segment)?;
         let tx = mpmc::Sender::attach(segment).map_err(|e| format!("ipcring-mpmc sender: {e}"))?;
@@ -239,7 +365,7 @@ impl ThroughputTransport for MpmcStream {
         Ok(Box::new(tx))
     }
 
-    fn child(&self, inherited: &Inherited) -> Result<Box<dyn Consumer>, String> {
+    fn child(&self, inherited: &Inherited, _size: usize) -> Result<Box<dyn Consumer>, String> {
         let rx = mpmc::Receiver::attach(inherited.segment(0)?)
             .map_err(|e| format!("ipcring-mpmc receiver: {e}"))?;
         Ok(Box::new(rx))
@@ -249,6 +375,7 @@ impl ThroughputTransport for MpmcStream {
 impl Producer for mpmc::Sender<u64> {
     fn produce(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
         for item in items {
+            // An 8-byte message is its sequence number (`message::fill`).
             let mut item = item;
             loop {
                 match self.try_send(item) {
@@ -273,7 +400,7 @@ impl Consumer for mpmc::Receiver<u64> {
                     Err(e) => return Err(format!("ipcring-mpmc recv: {e}")),
                 }
             };
-            check_item(expected, received)?;
+            message::check_seq(&received.to_ne_bytes(), expected)?;
         }
         Ok(())
     }

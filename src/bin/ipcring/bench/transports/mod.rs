@@ -1,18 +1,9 @@
-//! The transports the bench measures. Each file turns one mechanism into
-//! the link traits of `link.rs`; ipcring's own rings belong here too, as
-//! `ipcring.rs`, registered in `rows.rs`.
+//! The transports the bench measures. Each file turns one mechanism (or a
+//! family of them) into the link traits of `link.rs`; ipcring's own rings
+//! belong here too, as `ipcring.rs`. `rows.rs` registers them.
 
 pub mod hw_limit;
 pub mod ipcring;
-pub mod pipe;
+pub mod kernel;
 pub mod queues;
-
-/// Items carry their own sequence number; a mismatch means the transport
-/// lost, duplicated or reordered one.
-fn check_item(expected: u64, received: u64) -> Result<(), String> {
-    if received == expected {
-        Ok(())
-    } else {
-        Err(format!("expected item {expected}, received {received}"))
-    }
-}
+pub mod stream;

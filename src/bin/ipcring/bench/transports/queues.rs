@@ -8,8 +8,14 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use super::check_item;
 use crate::bench::link::{Consumer, Producer, Stop, ThreadTransport};
+use crate::bench::message;
+
+/// An 8-byte message is its sequence number (`message::fill`); checked the
+/// same way as every other row's.
+fn check_item(expected: u64, received: u64) -> Result<(), String> {
+    message::check_seq(&received.to_ne_bytes(), expected).map(drop)
+}
 
 pub struct Rtrb;
 pub struct CrossbeamArrayQueue;
