@@ -12,6 +12,7 @@ use super::message::{PACED_SIZE, SIZES};
 use super::transports::hw_limit::HwLimit;
 use super::transports::ipcring::{MpmcPingPong, MpmcStream, SpscPingPong, SpscStream};
 use super::transports::kernel::{EventFd, PosixMq, SysvMsg, UnixDgram};
+use super::transports::messages::{QueuePingPong, RecordPingPong};
 use super::transports::queues::{CrossbeamArrayQueue, Rtrb};
 use super::transports::stream::{Kind, Stream};
 
@@ -131,6 +132,8 @@ static SPSC_SPIN: SpscPingPong = SpscPingPong(WaitStrategy::BusySpin);
 static SPSC_HYBRID: SpscPingPong = SpscPingPong(HYBRID);
 static SPSC_PARK: SpscPingPong = SpscPingPong(WaitStrategy::Park);
 static MPMC_HYBRID: MpmcPingPong = MpmcPingPong(HYBRID);
+static RECORDS_HYBRID: RecordPingPong = RecordPingPong(HYBRID);
+static QUEUE_HYBRID: QueuePingPong = QueuePingPong(HYBRID);
 static PIPE: Stream = Stream(Kind::Pipe);
 static FIFO: Stream = Stream(Kind::Fifo);
 static UDS_STREAM: Stream = Stream(Kind::UnixStream);
@@ -160,6 +163,20 @@ static TWO_WAY: &[TwoWay] = &[
         "ipcring-mpmc",
         Mode::Hybrid,
         &MPMC_HYBRID,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-records",
+        Mode::Hybrid,
+        &RECORDS_HYBRID,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-queue",
+        Mode::Hybrid,
+        &QUEUE_HYBRID,
         Weight::Light,
         true,
     ),

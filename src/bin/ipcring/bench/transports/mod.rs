@@ -5,5 +5,6 @@
 pub mod hw_limit;
 pub mod ipcring;
 pub mod kernel;
+pub mod messages;
 pub mod queues;
 pub mod stream;
