@@ -690,6 +690,17 @@ impl Queue {
             // Every holder is a token from 1 to 64: anything else was
             // written by no handle, and nobody would ever release it.
             let holder = queue.lock_holder();
+            // Our own token, while we wait for the lock: nobody else acts
+            // under it while our slot is ours, so the word was scribbled.
+            // Free it, or everyone would wait for ever. (A forked child
+            // shares its parent's token: it must not.)
+            if holder == token && std::process::id() == endpoint.pid && queue.release_unheld(token)
+            {
+                return Err(Stopped::Corrupted(Corruption {
+                    field: "queue lock holder",
+                    value: holder,
+                }));
+            }
             if holder > 64 {
                 return Err(Stopped::Corrupted(Corruption {
                     field: "queue lock holder",

@@ -776,7 +776,7 @@ impl QueueHandle {
     pub fn try_lock(&self, token: u64) -> Option<Locked<'_>> {
         self.lock_word()
             .try_lock(token)
-            .then_some(Locked { queue: self, token })
+            .then(|| Locked { queue: self, token })
     }
 
     /// Takes the lock, waiting until `deadline`.
@@ -788,7 +788,15 @@ impl QueueHandle {
     ) -> Option<Locked<'_>> {
         self.lock_word()
             .lock(token, strategy, deadline)
-            .then_some(Locked { queue: self, token })
+            .then(|| Locked { queue: self, token })
+    }
+
+    /// Frees the lock if its word holds `token` although the caller, the
+    /// only one acting under `token`, does not hold it (a scribble); true
+    /// if it did. The journal is not replayed: no update of ours was under
+    /// way.
+    pub fn release_unheld(&self, token: u64) -> bool {
+        self.lock_word().unlock(token).is_ok()
     }
 
     /// The lock holder's token, 0 if free (a hint).
