@@ -31,7 +31,6 @@ const LOCK_HOLDER: usize = RING_OFFSET + 88;
 /// wrong word.
 struct State {
     free_head: usize,
-    count: usize,
     bytes: usize,
 }
 
@@ -55,7 +54,6 @@ fn new_queue(tag: &str, config: QueueConfig) -> (Cleanup, Queue, Address, Segmen
     let count = LOCK_HOLDER + 8 * at;
     let state = State {
         free_head: count - 16,
-        count,
         bytes: count + 8,
     };
     assert!(

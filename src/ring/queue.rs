@@ -23,7 +23,7 @@
 //! | 0 | `info` | creator | [`RingInfo`], magic `MSGQUEUE`; `capacity` = blocks, `slot_size` = block stride |
 //! | 40 | `config` | creator | max messages, max bytes, max message size, priorities, blocks, creation time |
 //! | 88 | `lock` | lock holder, reaper | [`JournalLock`] and its journal |
-//! | 504 | state words | lock holder (journaled) | free head, bitmap, count, bytes, sequence, epochs, stats, repairs, losses |
+//! | 512 | state words | lock holder (journaled) | free head, bitmap, count, bytes, sequence, epochs, stats, repairs, losses |
 //! | ... | `in_hand` | lock holder, token owner | 65 words: 1 while token `t` holds a received message it has not returned yet |
 //! | ... | `heads`, `tails` | lock holder (journaled) | 64 list ends, block index or `NIL` |
 //! | ... | `data_ready`, `space_ready` | all | [`WaitWord`]s: receivers, senders |

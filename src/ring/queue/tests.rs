@@ -472,11 +472,11 @@ fn layout_matches_the_documented_table() {
     use std::mem::offset_of;
     assert_eq!(offset_of!(QueueHeader, config), 40);
     assert_eq!(offset_of!(QueueHeader, lock), 88);
-    assert_eq!(offset_of!(QueueHeader, free_head), 504);
-    assert_eq!(offset_of!(QueueHeader, in_hand), 624);
-    assert_eq!(offset_of!(QueueHeader, heads), 1144);
-    assert_eq!(offset_of!(QueueHeader, tails), 1656);
-    assert_eq!(offset_of!(QueueHeader, data_ready), 2168);
-    assert_eq!(offset_of!(QueueHeader, space_ready), 2176);
+    assert_eq!(offset_of!(QueueHeader, free_head), 512);
+    assert_eq!(offset_of!(QueueHeader, in_hand), 632);
+    assert_eq!(offset_of!(QueueHeader, heads), 1152);
+    assert_eq!(offset_of!(QueueHeader, tails), 1664);
+    assert_eq!(offset_of!(QueueHeader, data_ready), 2176);
+    assert_eq!(offset_of!(QueueHeader, space_ready), 2192);
     assert_eq!(blocks_offset(), 2240);
 }
