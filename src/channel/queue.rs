@@ -650,10 +650,25 @@ impl Queue {
         token: u64,
         deadline: Option<Deadline>,
     ) -> Result<Locked<'q>, Stopped> {
+        if endpoint.truncated() {
+            return Err(Stopped::Corrupted(super::TRUNCATED));
+        }
         if let Some(locked) = queue.try_lock(token) {
             return Ok(locked);
         }
         Queue::lock_slow(queue, endpoint, token, deadline)
+    }
+
+    /// `Corrupted` if the segment's file was found cut short during the
+    /// last operation: its reads and writes then went to private zero
+    /// pages (the SIGBUS handler's), so whatever it did or found is not
+    /// the queue's, and must not be reported as done.
+    fn intact(&self) -> Result<(), Corruption> {
+        if self.endpoint.truncated() {
+            Err(super::TRUNCATED)
+        } else {
+            Ok(())
+        }
     }
 
     #[cold]
@@ -675,6 +690,17 @@ impl Queue {
             // Every holder is a token from 1 to 64: anything else was
             // written by no handle, and nobody would ever release it.
             let holder = queue.lock_holder();
+            // Our own token, while we wait for the lock: nobody else acts
+            // under it while our slot is ours, so the word was scribbled.
+            // Free it, or everyone would wait for ever. (A forked child
+            // shares its parent's token: it must not.)
+            if holder == token && std::process::id() == endpoint.pid && queue.release_unheld(token)
+            {
+                return Err(Stopped::Corrupted(Corruption {
+                    field: "queue lock holder",
+                    value: holder,
+                }));
+            }
             if holder > 64 {
                 return Err(Stopped::Corrupted(Corruption {
                     field: "queue lock holder",
@@ -778,6 +804,7 @@ impl Queue {
             let mut locked = Queue::lock(&queue, &mut self.endpoint, self.token, deadline)?;
             let sent = locked.send(payload, mtype, priority, self.pid, now_ns());
             drop(locked);
+            self.intact()?;
             match sent {
                 Ok((index, seq)) => {
                     queue.wake_receivers();
@@ -907,6 +934,7 @@ impl Queue {
                 locked.receive(&found, &mut out[..fits], self.pid, now_ns(), borrow)?;
                 let copied = if borrow { found.len } else { fits };
                 drop(locked);
+                self.intact()?;
                 if !borrow {
                     queue.returned(self.token);
                 }
@@ -914,6 +942,7 @@ impl Queue {
                 return Ok((found, copied));
             }
             drop(locked);
+            self.intact()?;
             if matches!(receive.wait, Wait::No) {
                 return Err(QueueRecvError::NoMessage);
             }
@@ -939,7 +968,14 @@ impl Queue {
             return Err(QueueRecvError::Removed);
         }
         let locked = Queue::lock(&queue, &mut self.endpoint, self.token, None)?;
-        let found = locked.find(select, nth)?.ok_or(QueueRecvError::NoMessage)?;
+        let found = match locked.find(select, nth) {
+            Ok(Some(found)) => found,
+            other => {
+                drop(locked);
+                self.intact()?;
+                return Err(other.map_or_else(Into::into, |_| QueueRecvError::NoMessage));
+            }
+        };
         if found.len > buf.len() {
             return Err(QueueRecvError::TooLarge {
                 len: found.len,
@@ -947,6 +983,8 @@ impl Queue {
             });
         }
         let copied = locked.peek(&found, buf);
+        drop(locked);
+        self.intact()?;
         Ok(received(&found, copied))
     }
 
@@ -1011,6 +1049,7 @@ impl Queue {
             let mut locked = Queue::lock(&queue, &mut self.endpoint, self.token, deadline)?;
             let loaned = locked.loan(len);
             drop(locked);
+            self.intact()?;
             match loaned {
                 Ok(index) => {
                     // Lent and unlocked: the block is ours alone.
@@ -1234,6 +1273,7 @@ impl Loan<'_> {
                 return Err(e.into());
             }
         };
+        queue.intact()?;
         match sent {
             Ok(seq) => {
                 handle.wake_receivers();

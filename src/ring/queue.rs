@@ -776,7 +776,7 @@ impl QueueHandle {
     pub fn try_lock(&self, token: u64) -> Option<Locked<'_>> {
         self.lock_word()
             .try_lock(token)
-            .then_some(Locked { queue: self, token })
+            .then(|| Locked { queue: self, token })
     }
 
     /// Takes the lock, waiting until `deadline`.
@@ -788,7 +788,15 @@ impl QueueHandle {
     ) -> Option<Locked<'_>> {
         self.lock_word()
             .lock(token, strategy, deadline)
-            .then_some(Locked { queue: self, token })
+            .then(|| Locked { queue: self, token })
+    }
+
+    /// Frees the lock if its word holds `token` although the caller, the
+    /// only one acting under `token`, does not hold it (a scribble); true
+    /// if it did. The journal is not replayed: no update of ours was under
+    /// way.
+    pub fn release_unheld(&self, token: u64) -> bool {
+        self.lock_word().unlock(token).is_ok()
     }
 
     /// The lock holder's token, 0 if free (a hint).
@@ -1059,14 +1067,14 @@ impl Locked<'_> {
     fn take_free(&self, extra_bytes: usize) -> Result<(u64, u64), QueueOpError> {
         let header = self.header();
         let bytes = Self::load(&header.bytes);
-        if bytes
-            .checked_add(extra_bytes as u64)
-            .is_none_or(|total| total > self.queue.config.max_bytes as u64)
-        {
-            return Err(QueueOpError::Full);
+        let max_bytes = self.queue.config.max_bytes as u64;
+        if bytes > max_bytes {
+            // Every send and loan checks the limit: no run leaves more.
+            return Err(corrupted("queue bytes", bytes));
         }
         let free = self.check_index("queue free head", Self::load(&header.free_head), true)?;
-        if free == NIL {
+        if free == NIL || bytes + extra_bytes as u64 > max_bytes {
+            self.check_room_accounting(free)?;
             return Err(QueueOpError::Full);
         }
         let next = self.check_index(
@@ -1075,6 +1083,43 @@ impl Locked<'_> {
             true,
         )?;
         Ok((free, next))
+    }
+
+    /// Before reporting the queue full: if nothing is queued, or the free
+    /// list is empty while blocks are neither queued nor held, the room
+    /// words must agree with the blocks' owner words, or the queue would
+    /// stay full for ever with nobody to empty it (a scribble). O(blocks),
+    /// and only on those two suspicious cases: a queue full of messages
+    /// costs nothing more.
+    fn check_room_accounting(&self, free: u64) -> Result<(), QueueOpError> {
+        let header = self.header();
+        let count = Self::load(&header.count);
+        let blocks = self.queue.block_count as u64;
+        if count > blocks {
+            return Err(corrupted("queue count", count));
+        }
+        if count != 0 && !(free == NIL && count < blocks) {
+            return Ok(());
+        }
+        let (mut held, mut lent_bytes) = (0u64, 0u64);
+        for index in 0..blocks {
+            let block = self.queue.block(index);
+            let owner = Self::load(&block[OWNER]);
+            if owner & !TOKEN_MASK != 0 {
+                held += 1;
+                if owner & !TOKEN_MASK == LOANED {
+                    lent_bytes += Self::load(&block[META]) & TOKEN_MASK;
+                }
+            }
+        }
+        if free == NIL && count + held < blocks {
+            return Err(corrupted("queue free list", free));
+        }
+        let bytes = Self::load(&header.bytes);
+        if count == 0 && bytes != lent_bytes {
+            return Err(corrupted("queue bytes", bytes));
+        }
+        Ok(())
     }
 
     /// Stages linking block `index` at the tail of priority `priority`.

@@ -126,9 +126,17 @@ fn channel_stats(address: &Address, kind: u32) -> Option<ipcring::channel::Chann
 pub fn rm(names: &[String]) -> Result<(), String> {
     let mut failures = Vec::new();
     for name in names {
-        let removed = name
-            .parse::<Address>()
-            .and_then(|address| Segment::remove(&address));
+        let removed = name.parse::<Address>().and_then(|address| {
+            // A queue is marked removed first, as `Queue::remove` does, so
+            // that handles blocked in it end with `Removed` instead of
+            // waiting for ever on a queue nobody can reach again. Anything
+            // else (another kind, a queue we cannot open) is unlinked as
+            // it is.
+            match ipcring::channel::queue::Queue::remove(&address) {
+                Ok(()) => Ok(()),
+                Err(_) => Segment::remove(&address),
+            }
+        });
         if let Err(e) = removed {
             failures.push(format!("rm {name}: {e}"));
         }

@@ -119,11 +119,11 @@ pub struct SendArgs {
 pub struct RecvArgs {
     /// The queue.
     name: String,
-    /// Only messages of this type.
-    #[arg(long = "type", group = "select")]
+    /// Only messages of this type (from 1; leave it out for any type).
+    #[arg(long = "type", group = "select", value_parser = message_type)]
     mtype: Option<u64>,
-    /// The lowest type not above T (SysV's negative msgtyp).
-    #[arg(long, value_name = "T", group = "select")]
+    /// The lowest type not above T (SysV's negative msgtyp; T from 1).
+    #[arg(long, value_name = "T", group = "select", value_parser = message_type)]
     type_at_most: Option<u64>,
     /// Any type but T (MSG_EXCEPT).
     #[arg(long, value_name = "T", group = "select")]
@@ -140,6 +140,20 @@ pub struct RecvArgs {
     /// Print each message's type first: `TYPE message`.
     #[arg(long)]
     show_type: bool,
+}
+
+/// A type to select by: from 1. No message has type 0, so a receive
+/// waiting for one (`--type 0`, `--type-at-most 0`) would wait for ever;
+/// msgrcv's type 0, any type, is the default here.
+fn message_type(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err(
+            "no message has type 0 (types start at 1; leave the option out for any type)"
+                .to_owned(),
+        ),
+        Ok(t) => Ok(t),
+        Err(e) => Err(format!("`{text}`: {e}")),
+    }
 }
 
 /// `500ms`, `2s`, `1.5s`, `3m`, `1h`, or a bare number of seconds.
