@@ -147,7 +147,7 @@ fn plant_hostile_files(tag: &str) -> Planted {
         header[56..60].copy_from_slice(b"REDY");
         if seed % 3 != 0 {
             // Plausible fields, damaged participants and creator.
-            header[8..12].copy_from_slice(&2u32.to_le_bytes());
+            header[8..12].copy_from_slice(&3u32.to_le_bytes());
             header[16..24].copy_from_slice(&(4096u64 + 8192).to_le_bytes());
             header[24..32].copy_from_slice(&8192u64.to_le_bytes());
             header[32..36].copy_from_slice(&4096u32.to_le_bytes());
