@@ -828,3 +828,201 @@ fn class_attribute(class: &str) -> String {
         format!(" class=\"{}\"", escape(class))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::drivers::{Cost, Latency, Measurement};
+    use super::super::machine::Placement;
+    use super::super::rows::{self, Row};
+    use super::*;
+
+    const TITLES: [&str; 3] = [
+        "Ping-pong round trip",
+        "Throughput: messages per second",
+        "Paced one-way latency",
+    ];
+
+    fn machine(cpu_model: &str) -> Machine {
+        Machine {
+            cpus: 2,
+            cores: Some(2),
+            threads_per_core: Some(1),
+            placement: Placement::Pinned {
+                parent: 0,
+                child: 1,
+            },
+            kernel: "6.1".to_owned(),
+            cpu_model: cpu_model.to_owned(),
+            hypervisor: None,
+            pair: Some("separate-cores"),
+            load_average: Some(9.0),
+            procs_running: Some(4),
+        }
+    }
+
+    fn measured(latency: Option<(u64, u64)>, iterations: u64, elapsed: Duration) -> Measurement {
+        Measurement {
+            latency: latency.map(|(p50, p99)| Latency {
+                p50,
+                p99,
+                p999: p99,
+                max: p99,
+            }),
+            iterations,
+            elapsed,
+            parent_cost: Cost::default(),
+            child_cost: Cost::default(),
+        }
+    }
+
+    fn row<'a>(all: &'a [Row], id: &str) -> &'a Row {
+        all.iter().find(|row| row.id() == id).unwrap()
+    }
+
+    /// Parses `svg` and returns every piece of text in it, in order.
+    fn texts(svg: &str) -> Vec<String> {
+        let document = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}\n{svg}"));
+        let root = document.root_element();
+        assert_eq!(root.tag_name().name(), "svg");
+        assert!(root.attribute("viewBox").is_some());
+        root.descendants()
+            .filter(|node| node.is_text())
+            .filter_map(|node| node.text().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn draws_every_chart_from_any_input_as_well_formed_svg() {
+        let all = rows::rows();
+        let second = Duration::from_secs(1);
+        let results = vec![
+            RowResult {
+                row: row(&all, "hw-limit/spin/pingpong/8"),
+                measurement: measured(Some((120, 160)), 1000, second),
+            },
+            // Under the floor: suspect.
+            RowResult {
+                row: row(&all, "ipcring-spsc/spin/pingpong/8"),
+                measurement: measured(Some((100, 230)), 1000, second),
+            },
+            RowResult {
+                row: row(&all, "pipe/null/pingpong/65536"),
+                measurement: measured(Some((0, u64::MAX)), 1000, second),
+            },
+            RowResult {
+                row: row(&all, "pipe/null/throughput/8"),
+                measurement: measured(None, 0, Duration::ZERO),
+            },
+            RowResult {
+                row: row(&all, "rtrb/null/throughput/8"),
+                measurement: measured(None, u64::MAX, Duration::from_nanos(1)),
+            },
+            RowResult {
+                row: row(&all, "pipe/null/paced-1000/64"),
+                measurement: measured(Some((40_000, 90_000)), 2000, second),
+            },
+            RowResult {
+                row: row(&all, "pipe/null/paced-100000/64"),
+                measurement: measured(Some((30_000, 2_000_000)), 2000, second),
+            },
+            // Under half the floor: suspect.
+            RowResult {
+                row: row(&all, "ipcring-spsc/park/paced-10000/64"),
+                measurement: measured(Some((10, 20)), 2000, second),
+            },
+        ];
+        let skipped = [Skipped {
+            row: "sysv-msg/null/pingpong/65536".to_owned(),
+            reason: "a <reason> & \"quotes\" 'too'\u{0}\u{7}\n".repeat(10),
+        }];
+        let cpu = "Weird <CPU> & \"Co\" 'x'\u{1b}[0m";
+        let svg = render("ipcring bench (test)", &machine(cpu), &results, &skipped);
+        let texts = texts(&svg);
+        let all_text = texts.join("\n");
+        for title in TITLES {
+            assert!(all_text.contains(title), "{title} missing");
+        }
+        assert!(all_text.contains("Weird <CPU> & \"Co\" 'x'"));
+        assert!(all_text.contains("WARNING: the machine is busy"));
+        assert!(all_text.contains("Not measured (1 row):"));
+        assert!(all_text.contains("sysv-msg/null/pingpong/65536: a <reason> &"));
+        assert!(all_text.contains("1 ping-pong row not measured"));
+        assert!(all_text.contains("ipcring-spsc spin 8 B (!)"));
+        assert!(!all_text.contains("hw-limit spin 8 B (!)"));
+        assert!(all_text.contains(SUSPECT_NOTE));
+        assert!(all_text.contains("red ring"));
+        assert!(all_text.contains("64 KiB messages"));
+        // Power-of-ten ticks only.
+        for tick in ["100 ns", "1 µs", "1k/s", "10k/s", "100k/s"] {
+            assert!(texts.iter().any(|t| t == tick), "tick {tick} missing");
+        }
+        assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+
+    #[test]
+    fn an_empty_run_says_so_in_each_chart() {
+        let skipped = [
+            Skipped {
+                row: "pipe/null/pingpong/8".to_owned(),
+                reason: "failed: x".to_owned(),
+            },
+            Skipped {
+                row: "pipe/null/paced-1000/64".to_owned(),
+                reason: "failed: y".to_owned(),
+            },
+        ];
+        let svg = render("t", &machine("cpu"), &[], &skipped);
+        let all_text = texts(&svg).join("\n");
+        for title in TITLES {
+            assert!(all_text.contains(title), "{title} missing");
+        }
+        for what in ["ping-pong", "throughput", "paced"] {
+            assert!(all_text.contains(&format!("No {what} rows in this run.")));
+        }
+        assert!(all_text.contains("1 paced row not measured"));
+        assert!(!all_text.contains("throughput row not measured"));
+    }
+
+    #[test]
+    fn log_axes_tick_at_powers_of_ten() {
+        let axis = LogAxis::covering([130.0, 108_400.0].into_iter(), 0.0, 600.0);
+        assert_eq!(axis.ticks().collect::<Vec<_>>(), [2, 3, 4, 5, 6]);
+        assert_eq!(num(axis.position(100.0)), "0.0");
+        assert_eq!(num(axis.position(1e6)), "600.0");
+        assert_eq!(num(axis.position(1e4)), "300.0");
+        // Out of range, zero and NaN clamp to the ends.
+        assert_eq!(num(axis.position(1e9)), "600.0");
+        assert_eq!(num(axis.position(0.0)), "0.0");
+        assert_eq!(num(axis.position(f64::NAN)), "0.0");
+        let one = LogAxis::covering([1000.0].into_iter(), 0.0, 1.0);
+        assert_eq!(one.ticks().collect::<Vec<_>>(), [3, 4]);
+        let none = LogAxis::covering([0.0, f64::INFINITY].into_iter(), 0.0, 1.0);
+        assert_eq!(none.ticks().collect::<Vec<_>>(), [0, 1]);
+        let padded = LogAxis::padded([1000.0].into_iter(), 0.3, 0.0, 1.0);
+        assert_eq!(padded.ticks().collect::<Vec<_>>(), [3]);
+        assert_eq!(num(padded.position(1000.0)), "0.5");
+    }
+
+    #[test]
+    fn formats_labels() {
+        assert_eq!(power_of_ten_ns(0), "1 ns");
+        assert_eq!(power_of_ten_ns(4), "10 µs");
+        assert_eq!(power_of_ten_ns(9), "1 s");
+        assert_eq!(power_of_ten_ns(12), "1e12 ns");
+        assert_eq!(power_of_ten_ns(-1), "1e-1 ns");
+        assert_eq!(power_of_ten_count(0), "1");
+        assert_eq!(power_of_ten_count(5), "100k");
+        assert_eq!(power_of_ten_count(9), "1G");
+        assert_eq!(power_of_ten_count(30), "1e30");
+        assert_eq!(rate(18_471.0), "18.5k/s");
+        assert_eq!(rate(5_353_458.0), "5.35M/s");
+        assert_eq!(rate(792_396_857.0), "792M/s");
+        assert_eq!(rate(f64::NAN), "-");
+        assert_eq!(
+            escape("a<b>&\"c'\u{0}\td"),
+            "a&lt;b&gt;&amp;&quot;c&apos;\u{FFFD} d"
+        );
+    }
+}
