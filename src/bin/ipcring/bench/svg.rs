@@ -249,7 +249,6 @@ fn bar_chart(svg: &mut Svg, top: f64, chart: &BarChart) -> f64 {
                 LABEL_RIGHT,
                 mid - BAR_HEIGHT / 2.0,
                 end - LABEL_RIGHT,
-                BAR_HEIGHT,
                 transport_colour(result.row.transport),
                 *suspect,
                 &format!("{tooltip}{}", if *suspect { " (suspect)" } else { "" }),
@@ -297,15 +296,7 @@ fn legend(svg: &mut Svg, y: f64) -> f64 {
         ("kernel IPC", "pipe"),
         ("in-process queue", "rtrb"),
     ] {
-        svg.bar(
-            x,
-            y + 2.0,
-            10.0,
-            10.0,
-            transport_colour(sample),
-            false,
-            name,
-        );
+        svg.bar(x, y + 1.0, 10.0, transport_colour(sample), false, name);
         svg.text(x + 14.0, y + 11.0, "", "start", name);
         x += 130.0;
     }
@@ -748,19 +739,9 @@ impl Svg {
         );
     }
 
-    /// A filled bar with a hover title; a suspect one gets a red dashed
-    /// outline and a paler fill.
-    #[allow(clippy::too_many_arguments)]
-    fn bar(
-        &mut self,
-        x: f64,
-        y: f64,
-        width: f64,
-        height: f64,
-        colour: &str,
-        suspect: bool,
-        tooltip: &str,
-    ) {
+    /// A filled bar, `BAR_HEIGHT` tall, with a hover title; a suspect one
+    /// gets a red dashed outline and a paler fill.
+    fn bar(&mut self, x: f64, y: f64, width: f64, colour: &str, suspect: bool, tooltip: &str) {
         let _ = writeln!(
             self.0,
             "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{colour}\"{}>\
@@ -768,7 +749,7 @@ impl Svg {
             num(x),
             num(y),
             num(width.max(1.0)),
-            num(height),
+            num(BAR_HEIGHT),
             if suspect {
                 " fill-opacity=\"0.4\" class=\"suspect\""
             } else {
