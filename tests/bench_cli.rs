@@ -1,12 +1,13 @@
 //! `ipcring bench` run as a user would, with every count divided by 100
 //! (`--smoke`) so that it takes seconds: the JSON report's schema, that
 //! every transport either measured or said why not, `--only`, the refusal
-//! to run on one CPU, and that the bench leaves nothing behind (segments,
-//! FIFOs, message queues).
+//! to run on one CPU, that the bench leaves nothing behind (segments,
+//! FIFOs, message queues), and the charts of `--svg`.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipcring::segment::{self, Address};
 use serde_json::Value;
@@ -80,9 +81,14 @@ fn positive(value: &Value) -> bool {
 }
 
 fn bench(args: &[&str]) -> (Output, u32) {
+    bench_with(args, &[])
+}
+
+fn bench_with(args: &[&str], env: &[(&str, &str)]) -> (Output, u32) {
     let child = Command::new(env!("CARGO_BIN_EXE_ipcring"))
         .arg("bench")
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -345,4 +351,179 @@ fn rejects_the_same_cpu_twice() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A path in the temp directory no other test or run uses; what is there is
+/// removed on drop, whether the test passed or not.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(tag: &str) -> TempPath {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        TempPath(std::env::temp_dir().join(format!(
+            "ipcring-svg-test-{}-{tag}-{nanos}",
+            std::process::id()
+        )))
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const CHART_TITLES: [&str; 3] = [
+    "Ping-pong round trip: p50 (bar) and p99 (whisker)",
+    "Throughput: messages per second, one way",
+    "Paced one-way latency against send rate",
+];
+
+/// Parses the chart as XML (so every `<`, `&` and quote in its text must be
+/// escaped), checks its frame and returns its pieces of text.
+fn chart_texts(path: &Path) -> Vec<String> {
+    let svg = std::fs::read_to_string(path).expect("the chart was written");
+    let document = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
+    let root = document.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    let view_box: Vec<f64> = root
+        .attribute("viewBox")
+        .expect("viewBox")
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(
+        view_box.len() == 4 && view_box[2] > 0.0 && view_box[3] > 0.0,
+        "{view_box:?}"
+    );
+    let texts: Vec<String> = root
+        .descendants()
+        .filter(|node| node.is_text())
+        .filter_map(|node| node.text().map(str::to_owned))
+        .collect();
+    for title in CHART_TITLES {
+        assert!(texts.iter().any(|t| t.starts_with(title)), "{title}: {svg}");
+    }
+    texts
+}
+
+#[test]
+fn svg_charts_the_rows_and_lists_those_not_measured() {
+    let chart = TempPath::new("skips.svg");
+    // A temp directory that does not exist: the FIFO row cannot make its
+    // FIFOs and is skipped, with a reason that names the directory, whose
+    // name needs escaping.
+    let missing = TempPath::new("no-dir-a&b<c>\"d'");
+    let (output, _) = bench_with(
+        &[
+            "--smoke",
+            "--json",
+            "--only",
+            "*f*/pingpong/8",
+            "--svg",
+            chart.as_str(),
+        ],
+        &[("TMPDIR", missing.as_str())],
+    );
+    let report = json_report(&output);
+    let skipped: Vec<&str> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["row"].as_str())
+        .collect();
+    assert_eq!(skipped, ["fifo/null/pingpong/8"], "{report}");
+    let measured: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(measured, ["eventfd/null/pingpong/8"], "{report}");
+
+    let texts = chart_texts(&chart.0);
+    let all = texts.join("\n");
+    assert!(texts.iter().any(|t| t == "eventfd 8 B"), "{all}");
+    assert!(texts.iter().any(|t| t == "8 B messages"), "{all}");
+    assert!(all.contains("1 ping-pong row not measured"), "{all}");
+    assert!(all.contains("Not measured (1 row):"), "{all}");
+    assert!(
+        all.contains("fifo/null/pingpong/8: fifo: creating") && all.contains("a&b<c>\"d'"),
+        "{all}"
+    );
+    assert!(all.contains("No throughput rows in this run."), "{all}");
+    assert!(all.contains("No paced rows in this run."), "{all}");
+}
+
+#[test]
+fn svg_of_paced_rows_only() {
+    let chart = TempPath::new("paced.svg");
+    let (output, _) = bench(&[
+        "--smoke",
+        "--only",
+        "pipe/null/paced-*",
+        "--svg",
+        chart.as_str(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The table still goes to stdout.
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("paced@1k") && table.contains("paced@100k"),
+        "{table}"
+    );
+
+    let texts = chart_texts(&chart.0);
+    let all = texts.join("\n");
+    for expected in ["pipe", "p50", "p99", "1k/s", "10k/s", "100k/s"] {
+        assert!(texts.iter().any(|t| t == expected), "{expected}: {all}");
+    }
+    assert!(all.contains("No ping-pong rows in this run."), "{all}");
+    assert!(all.contains("No throughput rows in this run."), "{all}");
+    assert!(!all.contains("not measured"), "{all}");
+}
+
+#[test]
+fn svg_that_cannot_be_written_fails_in_one_line_after_the_results() {
+    let missing_dir = TempPath::new("missing-dir");
+    let chart = missing_dir.0.join("chart.svg");
+    let (output, _) = bench(&[
+        "--smoke",
+        "--json",
+        "--only",
+        "pipe/null/pingpong/8",
+        "--svg",
+        chart.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    // The results were printed all the same.
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["results"][0]["id"], "pipe/null/pingpong/8");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // A busy machine adds its own warning line first.
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| !line.starts_with("ipcring bench: warning:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one clear line: {stderr}");
+    assert!(
+        errors[0].contains("chart.svg") && errors[0].contains("No such file"),
+        "{stderr}"
+    );
+    assert!(!chart.exists());
 }

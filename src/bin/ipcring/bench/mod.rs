@@ -12,7 +12,7 @@
 //!   shares memfd segments, descriptors and names with it, and kills it if
 //!   it hangs.
 //! - `machine.rs` describes the machine; `report.rs` prints the table or
-//!   the JSON.
+//!   the JSON; `svg.rs` draws the charts of `--svg`.
 //!
 //! This module never calls the OS except through `ipcring` and std.
 
@@ -23,6 +23,7 @@ mod message;
 mod process;
 mod report;
 mod rows;
+mod svg;
 mod transports;
 
 use std::io::{IsTerminal, Write};
@@ -71,6 +72,10 @@ pub struct BenchArgs {
     /// contains PATTERN, or matches it as a glob when it holds `*` or `?`.
     #[arg(long, value_name = "PATTERN")]
     only: Option<String>,
+    /// Also write the results as charts to FILE (SVG): p50 round trips
+    /// with p99 whiskers, throughput, and latency against the paced rate.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
     /// Divide every count by 100; for tests of the command itself.
     #[arg(long, hide = true)]
     smoke: bool,
@@ -318,12 +323,22 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             )
         );
     }
-    match failures {
+    // After stdout, so a chart that cannot be written costs no results.
+    let chart = args.svg.as_deref().map_or(Ok(()), |path| {
+        let title = format!("ipcring bench ({})", plan.name);
+        svg::write(path, &title, &machine, &results, &skipped)
+    });
+    let failed = match failures {
         0 => Ok(()),
         n => Err(format!(
             "bench: {n} row{} failed (listed as skipped)",
             if n == 1 { "" } else { "s" }
         )),
+    };
+    match (failed, chart) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(failed), Err(chart)) => Err(format!("{failed}; {chart}")),
     }
 }
 

@@ -91,6 +91,13 @@ fn hw_limit_row<'a>(results: &'a [RowResult<'a>]) -> Option<&'a RowResult<'a>> {
         .find(|r| r.row.transport == "hw-limit" && r.row.scenario == Scenario::PingPong)
 }
 
+/// Whether each result is suspect, in order: the charts mark them as the
+/// table and the JSON do.
+pub fn suspects(results: &[RowResult]) -> Vec<bool> {
+    let hw_limit = hw_limit_row(results);
+    results.iter().map(|r| r.suspect(hw_limit)).collect()
+}
+
 pub fn json(machine: &Machine, results: &[RowResult], skipped: &[Skipped]) -> Value {
     let pinned = match machine.placement {
         Placement::Pinned { parent, child } => json!([parent, child]),
@@ -257,7 +264,7 @@ pub fn table(
     out
 }
 
-fn bytes(size: usize) -> String {
+pub fn bytes(size: usize) -> String {
     match size {
         0..1024 => format!("{size} B"),
         _ => format!("{} KiB", size / 1024),
@@ -271,7 +278,7 @@ fn short_rate(rate: u64) -> String {
     }
 }
 
-fn nanos(ns: u64) -> String {
+pub fn nanos(ns: u64) -> String {
     match ns {
         0..1_000 => format!("{ns} ns"),
         1_000..1_000_000 => format!("{:.1} µs", ns as f64 / 1e3),
