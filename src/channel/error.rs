@@ -33,6 +33,13 @@ pub enum ChannelError {
     /// The creator has not finished setting up the ring.
     #[error("the channel's ring was not initialised in time")]
     NotReady,
+    /// This kind of channel cannot live in this kind of segment (a byte
+    /// stream in a SysV segment, which cannot be mapped twice by offset).
+    #[error("{reason}")]
+    Unsupported {
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 /// A non-blocking send failed.

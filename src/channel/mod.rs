@@ -30,6 +30,7 @@ pub mod error;
 pub mod mpmc;
 pub mod records;
 pub mod spsc;
+pub mod stream;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -488,6 +489,17 @@ impl Endpoint {
             Role::Producer => &self.tables().consumers,
             Role::Consumer => &self.tables().producers,
         }
+    }
+
+    /// Whether some endpoint of the other side holds a slot now (alive or
+    /// not yet found dead).
+    pub(crate) fn peers_present(&self) -> bool {
+        // Acquire: pairs with the Release CAS in `vacate`, as the other
+        // loads of slots do.
+        self.peers()
+            .slots
+            .iter()
+            .any(|slot| slot.load(Ordering::Acquire) != 0)
     }
 
     /// The fast check: the other side attached once and nobody is there.
