@@ -1,19 +1,21 @@
-//! `ipcring`: inspect and remove ipcring segments, and run a two-process demo.
+//! `ipcring`: inspect and remove ipcring segments, create channels and move
+//! bytes through streams, and run a two-process demo.
 
 mod bench;
 mod demo;
 mod inspect;
 mod interrupt;
+mod stream_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
     name = "ipcring",
     version,
-    about = "Lock-free shared-memory IPC: inspect segments, run the demo"
+    about = "Lock-free shared-memory IPC: inspect segments, create channels, move bytes, run the demo"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,6 +49,32 @@ enum Command {
         #[arg(long)]
         stale: bool,
     },
+    /// Create a channel segment, persistent until `ipcring rm`.
+    Create {
+        /// A POSIX name (`orders`).
+        name: String,
+        /// What the segment holds.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Bytes of buffer: a multiple of the page size for a stream
+        /// (default 1M); K, M and G mean KiB, MiB and GiB.
+        #[arg(long, value_name = "BYTES", value_parser = stream_cmd::parse_bytes)]
+        capacity: Option<usize>,
+        /// Permission bits, in octal.
+        #[arg(long, default_value = "600", value_parser = stream_cmd::parse_mode)]
+        mode: u32,
+    },
+    /// Copy stdin into a byte stream until stdin ends, like `> fifo`.
+    Write {
+        /// The stream's name.
+        name: String,
+    },
+    /// Copy a byte stream to stdout until every writer has gone, like
+    /// `< fifo`; waits for a first writer if none has come yet.
+    Read {
+        /// The stream's name.
+        name: String,
+    },
     /// Two processes ping-pong through a segment, once per wait strategy.
     Demo {
         /// Round trips per strategy (1 to 10 million).
@@ -64,6 +92,17 @@ enum Command {
     BenchChild(bench::ChildArgs),
 }
 
+/// What `create` makes.
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    /// A byte stream (`write`, `read`).
+    Stream,
+    /// A message queue (not supported yet).
+    Queue,
+    /// A datagram channel (not supported yet).
+    Datagram,
+}
+
 fn main() -> ExitCode {
     ipcring::platform::default_sigpipe();
     let cli = Cli::parse();
@@ -77,6 +116,21 @@ fn main() -> ExitCode {
                 inspect::rm(&names)
             }
         }
+        Command::Create {
+            name,
+            kind,
+            capacity,
+            mode,
+        } => match kind {
+            Kind::Stream => stream_cmd::create(&name, capacity, mode),
+            Kind::Queue | Kind::Datagram => Err(format!(
+                "create {name}: --kind {} is not supported yet",
+                kind.to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_owned())
+            )),
+        },
+        Command::Write { name } => stream_cmd::write(&name),
+        Command::Read { name } => stream_cmd::read(&name),
         Command::Demo { round_trips } => demo::run(round_trips),
         Command::DemoChild { name, strategy } => demo::child(&name, &strategy),
         Command::Bench(args) => bench::run(&args),
