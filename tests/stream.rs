@@ -111,9 +111,9 @@ fn a_reader_before_any_writer_waits_for_the_first_one() {
 
 /// Each endpoint waits for the other side as a FIFO's open does, however
 /// many sessions came before: a reader attached after the last writer left
-/// drains what it left and then waits for the next writer, and a writer
-/// attached after the last reader left writes into the buffer rather than
-/// failing.
+/// reads what it left and sees the end, but one that finds the stream
+/// empty waits for the next writer; a writer attached after the last
+/// reader left writes into the buffer rather than failing.
 #[test]
 fn every_endpoint_waits_for_its_own_first_peer() {
     let address = unique_posix("stream-sessions");
@@ -133,11 +133,19 @@ fn every_endpoint_waits_for_its_own_first_peer() {
     assert!(!writer.is_disconnected());
     writer.write_all(b"two").unwrap();
     drop(writer);
-    // A new reader has seen no writer: it drains "two", then waits.
+    // A new reader finds what that writer left: its end too.
+    let mut reader = Reader::open(&address).unwrap();
+    let mut got = Vec::new();
+    returns_within(LIMIT, move || {
+        reader.read_to_end(&mut got).unwrap();
+        got
+    })
+    .iter()
+    .zip(b"two")
+    .for_each(|(a, b)| assert_eq!(a, b));
+    // The stream is empty now: the next reader waits for a writer.
     let mut reader = Reader::open(&address).unwrap();
     let mut out = [0; 8];
-    assert_eq!(reader.read(&mut out).unwrap(), 3);
-    assert_eq!(&out[..3], b"two");
     assert_eq!(
         reader.try_read(&mut out).unwrap_err().kind(),
         io::ErrorKind::WouldBlock
@@ -412,9 +420,13 @@ fn competing_readers_each_get_distinct_bytes() {
         assert!(role.starts_with("reader"));
         let mut reader = Reader::open(&address_from_env()).unwrap();
         let mut out = io::stdout().lock();
-        // libtest has printed "test NAME ... " without a newline; numbers
-        // go on lines of their own, marked.
+        // libtest has printed "test NAME ... " without a newline; our
+        // lines stand on their own. The parent writes once all are here: a
+        // reader that came after the writer left and the others drained
+        // everything would rightly wait for the next writer.
         writeln!(out).unwrap();
+        writeln!(out, "attached").unwrap();
+        out.flush().unwrap();
         let mut buf = [0u8; 8 * 37];
         loop {
             let n = reader.read(&mut buf).unwrap();
@@ -433,9 +445,10 @@ fn competing_readers_each_get_distinct_bytes() {
     let exe = std::env::current_exe().unwrap();
     // Each reader's output is drained as it comes: a reader blocked on a
     // full stdout pipe would stop reading, and the writer with it.
+    let (attached, attaches) = mpsc::channel();
     let readers: Vec<_> = (0..3)
         .map(|i| {
-            let child = std::process::Command::new(&exe)
+            let mut child = std::process::Command::new(&exe)
                 .args([
                     "competing_readers_each_get_distinct_bytes",
                     "--exact",
@@ -447,9 +460,28 @@ fn competing_readers_each_get_distinct_bytes() {
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            std::thread::spawn(move || child.wait_with_output().unwrap())
+            let stdout = BufReader::new(child.stdout.take().unwrap());
+            let attached = attached.clone();
+            std::thread::spawn(move || {
+                let mut numbers = Vec::new();
+                for line in stdout.lines() {
+                    let line = line.unwrap();
+                    if line == "attached" {
+                        attached.send(()).unwrap();
+                    } else if let Some(number) = line.strip_prefix("n:") {
+                        numbers.push(number.parse::<u64>().unwrap());
+                    }
+                }
+                assert!(child.wait().unwrap().success());
+                numbers
+            })
         })
         .collect();
+    for _ in 0..3 {
+        attaches
+            .recv_timeout(LIMIT)
+            .expect("a reader never attached");
+    }
     for number in 0..NUMBERS {
         writer.write_all(&number.to_le_bytes()).unwrap();
     }
@@ -457,13 +489,7 @@ fn competing_readers_each_get_distinct_bytes() {
     let mut seen = Vec::new();
     let mut busy = 0;
     for reader in readers {
-        let output = returns_within(LIMIT, move || reader.join().unwrap());
-        assert!(output.status.success());
-        let text = String::from_utf8(output.stdout).unwrap();
-        let numbers: Vec<u64> = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("n:")?.parse().ok())
-            .collect();
+        let numbers = returns_within(LIMIT, move || reader.join().unwrap());
         busy += usize::from(!numbers.is_empty());
         seen.extend(numbers);
     }

@@ -257,18 +257,42 @@ fn a_named_stream_serves_one_session_after_another() {
         assert!(output.status.success(), "{session}");
         assert_eq!(output.stdout, session.as_bytes());
     }
-    // The writer first this time: it buffers, then the reader drains it.
+    // The writer first this time, and gone before the reader starts: it
+    // buffers, and the reader reads what it left, then the end.
     let mut writer = ipcring(&["write", &name])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
     writer.stdin.take().unwrap().write_all(b"early").unwrap();
+    assert!(writer.wait().unwrap().success());
     let reader = ipcring(&["read", &name])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(writer.wait().unwrap().success());
     assert_eq!(reader.wait_with_output().unwrap().stdout, b"early");
+    // A writer that comes and goes before the reader starts, writing
+    // nothing, leaves nothing to tell: the reader waits for the next one.
+    let output = ipcring(&["write", &name])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let mut reader = ipcring(&["read", &name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        reader.try_wait().unwrap().is_none(),
+        "read must wait for a writer"
+    );
+    let mut writer = ipcring(&["write", &name])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writer.stdin.take().unwrap().write_all(b"next").unwrap();
+    assert!(writer.wait().unwrap().success());
+    assert_eq!(reader.wait_with_output().unwrap().stdout, b"next");
 }
 
 #[test]

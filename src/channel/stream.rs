@@ -29,9 +29,10 @@
 //! - **End of stream**: `read` returns `Ok(0)` once the bytes are drained
 //!   and every writer has gone (left, or died and been found dead), *after
 //!   this reader has seen one*: a writer was attached when the reader
-//!   attached, or one attached since. Until then the reader waits for a
-//!   writer, as opening a FIFO does, whether or not earlier writers came
-//!   and went; a nonblocking one gets `WouldBlock`.
+//!   attached, or bytes it left were waiting, or one attached since. Until
+//!   then the reader waits for a writer, as opening a FIFO does, whether
+//!   or not earlier writers came and went; a nonblocking one gets
+//!   `WouldBlock`.
 //! - **Broken pipe**: `write` fails with `ErrorKind::BrokenPipe` (no
 //!   signal) once every reader this writer has seen has gone. A writer
 //!   that has seen no reader yet does not fail: the stream buffers what
@@ -392,8 +393,9 @@ fn lock_lost() -> io::Error {
 
 /// Whether an endpoint has seen the other side of its stream: someone of
 /// it was attached when we attached, or someone has attached since (its
-/// side's attach count moved). Until then the other side's absence means
-/// "not here yet", as for a FIFO's open, not "gone". The count is read
+/// side's attach count moved), or (for a reader) bytes were waiting when
+/// it attached, which a writer left. Until then the other side's absence
+/// means "not here yet", as for a FIFO's open, not "gone". The count is read
 /// before the slots: a peer that attached and left entirely while we were
 /// attaching (between our count and our look at its slots) is missed, and
 /// we wait for the next one.
@@ -896,11 +898,14 @@ impl Reader {
             StreamConsumer::attach(attached.region, attached.data, attached.endpoint.id())?
         };
         ring.count_attach();
-        // The count first, then the slots: see `PeerWatch`.
+        // The count first, then the slots: see `PeerWatch`. Bytes waiting
+        // were written by a writer that came before us, perhaps gone
+        // already: its end is ours to read (a corrupt pair of counters
+        // counts as nothing waiting; reads report it).
         let attaches_then = ring.writer_attaches();
         let writers = PeerWatch {
             attaches_then,
-            seen: attached.endpoint.peers_present(),
+            seen: attached.endpoint.peers_present() || ring.available().is_ok_and(|n| n > 0),
         };
         Ok(Reader {
             ring,
@@ -928,9 +933,10 @@ impl Reader {
         self.writers.seen
     }
 
-    /// Whether a writer came (while this reader was attached, or before and
-    /// still there) and every writer has left or been found dead: once the
-    /// bytes are drained, reads return the end of the stream.
+    /// Whether a writer came (while this reader was attached, or before:
+    /// still there, or its bytes waiting) and every writer has left or
+    /// been found dead: once the bytes are drained, reads return the end
+    /// of the stream.
     pub fn is_disconnected(&mut self) -> bool {
         self.writers_gone_or_dead()
     }
