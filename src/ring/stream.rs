@@ -20,6 +20,37 @@
 //! which is what the zero-copy windows need; linear (heap memory in tests,
 //! Miri and loom), copies split at the end and windows stop there.
 //!
+//! ```
+//! use std::ptr::NonNull;
+//! use ipcring::ring::HeapRegion;
+//! use ipcring::ring::stream::{
+//!     CONTROL_SIZE, DataArea, StreamConsumer, StreamProducer, StreamRing,
+//! };
+//!
+//! let capacity = 64;
+//! let heap = HeapRegion::new(StreamRing::required_size(capacity, CONTROL_SIZE)?)?;
+//! let region = heap.region();
+//! let data = NonNull::new(region.as_ptr().wrapping_add(CONTROL_SIZE)).unwrap();
+//! // SAFETY: fresh heap memory that outlives both handles, its data area
+//! // after the control block; one writer and one reader.
+//! let (mut tx, mut rx) = unsafe {
+//!     StreamRing::init(region, capacity, CONTROL_SIZE)?;
+//!     let data = DataArea::linear(data, capacity);
+//!     (StreamProducer::attach(region, data, 0)?, StreamConsumer::attach(region, data, 0)?)
+//! };
+//! let mut guard = tx.try_lock().unwrap(); // the writer lock
+//! let n = guard.write_at(0, b"bytes");
+//! guard.commit(n)?; // one Release store of `tail`, then unlock
+//!
+//! let mut guard = rx.try_lock().unwrap(); // the reader lock
+//! let mut out = [0u8; 5];
+//! assert_eq!(guard.available(5)?, 5);
+//! guard.read_at(0, &mut out);
+//! guard.consume(5)?;
+//! assert_eq!(&out, b"bytes");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! It makes no OS call, never learns a segment's name, and treats both
 //! counters as untrusted: a pair further apart than `capacity` is
 //! [`Corruption`], and every position is reduced modulo `capacity` before

@@ -556,6 +556,26 @@ impl Segment {
     /// new mapping is registered with the SIGBUS handler like the
     /// segment's own, so a truncated file breaks it instead of killing the
     /// process. It is read-only if the segment was opened read-only.
+    ///
+    /// ```
+    /// use ipcring::segment::{CreateOptions, HEADER_SIZE, Segment, page_size};
+    ///
+    /// let page = page_size();
+    /// // The first page boundary of the file inside the user area.
+    /// let offset = page - HEADER_SIZE % page;
+    /// let segment = Segment::create_anonymous(&CreateOptions::new(offset + page))?;
+    /// let mirror = segment.map_mirrored(offset, page)?;
+    /// let base = mirror.as_ptr();
+    /// // SAFETY: nobody else has this anonymous segment, and every access
+    /// // stays within the 2 * page bytes of the mirror.
+    /// unsafe {
+    ///     // Written across the end of the first copy...
+    ///     base.add(page - 2).copy_from_nonoverlapping(b"wrap".as_ptr(), 4);
+    ///     // ...the last two bytes land at the start.
+    ///     assert_eq!([base.read(), base.add(1).read()], *b"ap");
+    /// }
+    /// # Ok::<(), ipcring::segment::SegmentError>(())
+    /// ```
     pub fn map_mirrored(&self, offset: usize, len: usize) -> Result<MirroredMap, SegmentError> {
         let Some(fd) = self.file() else {
             return Err(SegmentError::WrongBacking("sysv"));
