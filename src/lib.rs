@@ -4,8 +4,8 @@
 //!
 //! | layer       | owns                                                  |
 //! |-------------|-------------------------------------------------------|
-//! | [`channel`] | the endpoints users hold: SPSC, MPMC and record channels, roles, disconnection, repair of dead endpoints' claims |
-//! | [`ring`]    | the lock-free algorithms over raw memory: SPSC, MPMC, records, claim records and repair |
+//! | [`channel`] | the endpoints users hold: SPSC, MPMC and record channels, byte streams, roles, disconnection, repair of dead endpoints' claims |
+//! | [`ring`]    | the algorithms over raw memory: SPSC, MPMC, records, byte streams, claim records and repair |
 //! | [`segment`] | named (POSIX, SysV) and anonymous (memfd) shared memory with a validated header, a participants table and liveness locks |
 //! | [`sync`]    | the futex wait/notify handshake and wait strategies    |
 //! | `sys`       | every libc call (private)                              |

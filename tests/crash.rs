@@ -1,5 +1,5 @@
 //! Crash behaviour across real processes: a child stops itself at a named
-//! step of an operation (a failpoint: `IPCRING_FAILPOINT=NAME`), the parent
+//! step of an operation (of a channel, or of a byte stream) (a failpoint: `IPCRING_FAILPOINT=NAME`), the parent
 //! sees it stopped and SIGKILLs it exactly there, then checks what the
 //! survivors see. docs/crash-behavior.md is the matrix these tests drive.
 //! The same stop without the kill (SIGCONT later) shows that a stopped peer
@@ -11,9 +11,11 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::io::Write;
+
 use common::{ChildGuard, Cleanup, child_role, spawn_child, unique_posix};
 use ipcring::channel::{
-    ChannelOptions, RecvTimeoutError, TryRecvError, mpmc, records, spsc, stats,
+    ChannelOptions, RecvTimeoutError, TryRecvError, mpmc, records, spsc, stats, stream,
 };
 use ipcring::ring::record::ProducerMode;
 use ipcring::segment::{Address, OpenOptions, Segment};
@@ -534,4 +536,352 @@ fn scribbled_presence_still_disconnects_a_blocked_receiver() {
         blocked.join().unwrap(),
         Err(ipcring::channel::RecvError::Disconnected)
     );
+}
+
+// Byte streams (`channel::stream`): a writer or reader killed at each step
+// of a write or read, holding its side's lock; see "Byte stream" in
+// docs/crash-behavior.md.
+
+const STREAM_WRITE: [&str; 4] = [
+    "stream.write.locked",
+    "stream.write.copying",
+    "stream.write.copied",
+    "stream.write.published",
+];
+
+const STREAM_READ: [&str; 4] = [
+    "stream.read.locked",
+    "stream.read.copying",
+    "stream.read.copied",
+    "stream.read.consumed",
+];
+
+/// Everything waiting in `reader` now, without waiting for more.
+fn drain(reader: &mut stream::Reader) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match reader.try_read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return out,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A writer killed at each step of a write, holding the writer lock: a
+/// second writer blocked on that lock gets it back within the repair bound,
+/// the dead writer's bytes are there whole if it had published them and
+/// absent otherwise, never torn, and fresh endpoints work.
+#[test]
+fn stream_writer_killed_at_each_step() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "writer");
+        let mut writer = stream::Writer::open(&address_from_env()).unwrap();
+        std::io::Write::write_all(&mut writer, &[b'D'; 1000]).unwrap();
+        return;
+    }
+    for failpoint in STREAM_WRITE {
+        let address = unique_posix("crash-stream-tx");
+        let _cleanup = Cleanup(address.clone());
+        let page = ipcring::segment::page_size();
+        let mut reader = stream::Reader::create(&address, page, &ChannelOptions::new()).unwrap();
+        let mut writer = stream::Writer::open(&address).unwrap();
+        let child = stopped_at(
+            "stream_writer_killed_at_each_step",
+            "writer",
+            failpoint,
+            &address,
+        );
+        // The survivor is waiting for the lock when the holder dies.
+        let writing = std::thread::spawn(move || {
+            let result = writer.write_timeout(&[b'A'; 1000], LIMIT);
+            (result, Instant::now(), writer)
+        });
+        std::thread::sleep(Duration::from_millis(250));
+        kill(child);
+        let killed = Instant::now();
+        let (result, at, mut writer) = writing.join().unwrap();
+        assert_eq!(result.unwrap(), 1000, "{failpoint}");
+        let took = at.saturating_duration_since(killed);
+        assert!(took < REPAIR_LIMIT, "{failpoint}: {took:?}");
+        eprintln!("{failpoint}: the blocked writer got the lock {took:?} after the kill");
+        let published = failpoint == "stream.write.published";
+        let mut expected = Vec::new();
+        if published {
+            expected.extend_from_slice(&[b'D'; 1000]);
+        }
+        expected.extend_from_slice(&[b'A'; 1000]);
+        assert!(
+            drain(&mut reader) == expected,
+            "{failpoint}: torn or lost bytes"
+        );
+        assert_eq!(reader.stats().repairs, 1, "{failpoint}");
+        assert_eq!(channel_stats(&address).repairs, 1, "{failpoint}");
+        // `ipcring stat` shows the same count.
+        let stat = std::process::Command::new(env!("CARGO_BIN_EXE_ipcring"))
+            .args(["stat", &address.to_string(), "--json"])
+            .output()
+            .unwrap();
+        let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+        assert_eq!(stat["repairs"], 1, "{failpoint}");
+        drop(writer.write_all(b"x"));
+        let mut fresh = stream::Writer::open(&address).unwrap();
+        std::io::Write::write_all(&mut fresh, b"fresh").unwrap();
+        assert_eq!(drain(&mut reader), b"xfresh", "{failpoint}");
+    }
+}
+
+/// A reader killed at each step of a read, holding the reader lock: a
+/// second reader blocked on that lock gets it back, and reads the bytes
+/// the dead one had copied again unless it had consumed them.
+#[test]
+fn stream_reader_killed_at_each_step() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "reader");
+        let mut reader = stream::Reader::open(&address_from_env()).unwrap();
+        let _ = std::io::Read::read(&mut reader, &mut [0; 600]);
+        return;
+    }
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    for failpoint in STREAM_READ {
+        let address = unique_posix("crash-stream-rx");
+        let _cleanup = Cleanup(address.clone());
+        let page = ipcring::segment::page_size();
+        let mut writer = stream::Writer::create(&address, page, &ChannelOptions::new()).unwrap();
+        let mut reader = stream::Reader::open(&address).unwrap();
+        std::io::Write::write_all(&mut writer, &data).unwrap();
+        let child = stopped_at(
+            "stream_reader_killed_at_each_step",
+            "reader",
+            failpoint,
+            &address,
+        );
+        let reading = std::thread::spawn(move || {
+            let mut got = vec![0; 1000];
+            let result = reader.read_timeout(&mut got, LIMIT);
+            (result.map(|n| got[..n].to_vec()), Instant::now(), reader)
+        });
+        std::thread::sleep(Duration::from_millis(250));
+        kill(child);
+        let killed = Instant::now();
+        let (got, at, mut reader) = reading.join().unwrap();
+        let took = at.saturating_duration_since(killed);
+        assert!(took < REPAIR_LIMIT, "{failpoint}: {took:?}");
+        eprintln!("{failpoint}: the blocked reader got the lock {took:?} after the kill");
+        let consumed = failpoint == "stream.read.consumed";
+        let mut got = got.unwrap();
+        got.extend(drain(&mut reader));
+        let expected = if consumed { &data[600..] } else { &data[..] };
+        assert_eq!(got, expected, "{failpoint}");
+        assert_eq!(channel_stats(&address).repairs, 1, "{failpoint}");
+        // The stream goes on: all of it has room again.
+        std::io::Write::write_all(&mut writer, &vec![7; page]).unwrap();
+        let mut fresh = stream::Reader::open(&address).unwrap();
+        assert_eq!(drain(&mut fresh), vec![7; page], "{failpoint}");
+    }
+}
+
+/// Writers and readers SIGKILLed between operations (not holding a lock):
+/// every blocked reader sees the end of the stream once the last writer is
+/// found dead, and a blocked writer gets `BrokenPipe` once the last reader
+/// is.
+#[test]
+fn stream_endpoints_killed_between_operations_end_the_stream() {
+    if let Some(role) = child_role() {
+        let address = address_from_env();
+        match role.as_str() {
+            "writer" => {
+                let mut writer = stream::Writer::open(&address).unwrap();
+                std::io::Write::write_all(&mut writer, b"last words").unwrap();
+                // Stop here for the parent to kill.
+                // SAFETY: raise has no memory effects.
+                unsafe { libc::raise(libc::SIGSTOP) };
+            }
+            "reader" => {
+                let _reader = stream::Reader::open(&address).unwrap();
+                // SAFETY: as above.
+                unsafe { libc::raise(libc::SIGSTOP) };
+            }
+            _ => unreachable!(),
+        }
+        return;
+    }
+    let test = "stream_endpoints_killed_between_operations_end_the_stream";
+    let wait_stopped = |child: &mut ChildGuard| {
+        let started = Instant::now();
+        while !is_stopped(child.pid()) {
+            assert!(started.elapsed() < LIMIT, "the child never stopped");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let page = ipcring::segment::page_size();
+
+    let address = unique_posix("crash-stream-eof");
+    let _cleanup = Cleanup(address.clone());
+    let readers: Vec<_> = (0..3)
+        .map(|_| stream::Reader::create(&address, page, &ChannelOptions::new()))
+        .take(1)
+        .chain((0..2).map(|_| stream::Reader::open(&address)))
+        .map(Result::unwrap)
+        .collect();
+    let mut child = spawn_child(test, "writer", &[("CHANNEL", address.to_string())]);
+    wait_stopped(&mut child);
+    let blocked: Vec<_> = readers
+        .into_iter()
+        .map(|mut reader| {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                std::io::Read::read_to_end(&mut reader, &mut got).map(|_| got)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(250));
+    kill(child);
+    let killed = Instant::now();
+    let mut all = Vec::new();
+    for reader in blocked {
+        all.extend(returns_within(REPAIR_LIMIT, move || reader.join().unwrap()).unwrap());
+    }
+    assert_eq!(
+        all, b"last words",
+        "one reader got them, and all saw the end"
+    );
+    eprintln!(
+        "three blocked readers saw the end {:?} after the kill",
+        killed.elapsed()
+    );
+
+    let address = unique_posix("crash-stream-epipe");
+    let _cleanup = Cleanup(address.clone());
+    let mut writer = stream::Writer::create(&address, page, &ChannelOptions::new()).unwrap();
+    let mut child = spawn_child(test, "reader", &[("CHANNEL", address.to_string())]);
+    wait_stopped(&mut child);
+    std::io::Write::write_all(&mut writer, &vec![1; page]).unwrap();
+    let blocked = std::thread::spawn(move || std::io::Write::write(&mut writer, b"more"));
+    std::thread::sleep(Duration::from_millis(250));
+    kill(child);
+    let result = returns_within(REPAIR_LIMIT, move || blocked.join().unwrap());
+    assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+}
+
+/// A writer killed while attaching (slot claimed, not yet counted as
+/// attached): a reader waiting for its first writer is not told the stream
+/// ended, since no writer came; it goes on waiting, and a writer that
+/// attaches afterwards is read to its end.
+#[test]
+fn stream_writer_killed_while_attaching_leaves_the_reader_waiting_for_one() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "writer");
+        let _writer = stream::Writer::open(&address_from_env()).unwrap();
+        return;
+    }
+    let address = unique_posix("crash-stream-attach");
+    let _cleanup = Cleanup(address.clone());
+    let page = ipcring::segment::page_size();
+    let mut reader = stream::Reader::create(&address, page, &ChannelOptions::new()).unwrap();
+    let child = stopped_at(
+        "stream_writer_killed_while_attaching_leaves_the_reader_waiting_for_one",
+        "writer",
+        "channel.attach.claimed",
+        &address,
+    );
+    kill(child);
+    let error = reader
+        .read_timeout(&mut [0; 8], Duration::from_millis(400))
+        .unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    let mut writer = stream::Writer::open(&address).unwrap();
+    writer.write_all(b"late").unwrap();
+    drop(writer);
+    let mut got = Vec::new();
+    returns_within(REPAIR_LIMIT, move || {
+        std::io::Read::read_to_end(&mut reader, &mut got).map(|_| got)
+    })
+    .map(|got| assert_eq!(got, b"late"))
+    .unwrap();
+}
+
+/// A reaper killed mid-reap of a writer that died holding the writer lock:
+/// the next reaper takes the reap over and the lock comes back.
+#[test]
+fn stream_reaper_killed_mid_reap_is_taken_over() {
+    if let Some(role) = child_role() {
+        let address = address_from_env();
+        let mut writer = stream::Writer::open(&address).unwrap();
+        match role.as_str() {
+            "writer" => std::io::Write::write_all(&mut writer, b"dead").unwrap(),
+            // Stuck behind the dead writer's lock, it reaps.
+            "reaper" => drop(writer.write_timeout(b"reaper", LIMIT)),
+            _ => unreachable!(),
+        }
+        return;
+    }
+    let test = "stream_reaper_killed_mid_reap_is_taken_over";
+    for failpoint in ["channel.reap.marked", "channel.reap.repaired"] {
+        let address = unique_posix("crash-stream-reap");
+        let _cleanup = Cleanup(address.clone());
+        let page = ipcring::segment::page_size();
+        let mut reader = stream::Reader::create(&address, page, &ChannelOptions::new()).unwrap();
+        let dead = stopped_at(test, "writer", "stream.write.copying", &address);
+        kill(dead);
+        let reaper = stopped_at(test, "reaper", failpoint, &address);
+        kill(reaper);
+        let mut writer = stream::Writer::open(&address).unwrap();
+        writer.write_timeout(b"alive", REPAIR_LIMIT).unwrap();
+        // The reaper died after its repair: the lock was back, and nothing
+        // it wrote (it never got the lock in time to) is there.
+        let got = drain(&mut reader);
+        assert!(
+            got == b"alive" || got == b"reaperalive",
+            "{failpoint}: {got:?}"
+        );
+        assert!(channel_stats(&address).repairs >= 1, "{failpoint}");
+    }
+}
+
+/// A writer stopped (not killed) holding the lock mid-copy is alive: the
+/// others wait (and time out) instead of taking its lock, and when it
+/// resumes its write arrives whole, before theirs.
+#[test]
+fn stopped_stream_writer_is_not_repaired_behind_its_back() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "writer");
+        let mut writer = stream::Writer::open(&address_from_env()).unwrap();
+        std::io::Write::write_all(&mut writer, &[b'S'; 1000]).unwrap();
+        return;
+    }
+    let address = unique_posix("crash-stream-stop");
+    let _cleanup = Cleanup(address.clone());
+    let page = ipcring::segment::page_size();
+    let mut reader = stream::Reader::create(&address, page, &ChannelOptions::new()).unwrap();
+    let mut writer = stream::Writer::open(&address).unwrap();
+    let mut child = stopped_at(
+        "stopped_stream_writer_is_not_repaired_behind_its_back",
+        "writer",
+        "stream.write.copying",
+        &address,
+    );
+    let error = writer
+        .write_timeout(b"mine", Duration::from_millis(600))
+        .unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(
+        reader
+            .read_timeout(&mut [0; 8], Duration::from_millis(200))
+            .unwrap_err()
+            .kind(),
+        std::io::ErrorKind::TimedOut
+    );
+    signal(child.pid(), libc::SIGCONT);
+    assert_eq!(child.wait_code(LIMIT), Some(0));
+    writer.write_timeout(b"mine", LIMIT).unwrap();
+    let mut expected = vec![b'S'; 1000];
+    expected.extend_from_slice(b"mine");
+    assert!(
+        drain(&mut reader) == expected,
+        "the stopped write arrived whole, first"
+    );
+    assert_eq!(channel_stats(&address).repairs, 0);
 }

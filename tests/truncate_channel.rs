@@ -179,3 +179,65 @@ fn a_sender_in_a_loop_stops_with_corrupted_when_the_file_is_truncated() {
     ));
     assert!(rx.segment().is_broken());
 }
+
+/// Byte streams map their data area a second time, twice (the mirror). A
+/// file truncated under both mappings, or only under the data area (so
+/// that only the mirror's pages are lost), ends blocked reads and every
+/// later read, write and window with `InvalidData`, and nobody dies of
+/// SIGBUS.
+#[test]
+fn streams_report_a_truncated_file_under_the_mirror() {
+    use std::io::{ErrorKind, Read, Write};
+
+    use ipcring::channel::stream;
+
+    let page = ipcring::segment::page_size();
+    let capacity = 4 * page;
+    for keep_control in [true, false] {
+        let address = unique_posix("trunc-stream");
+        let _cleanup = Cleanup(address.clone());
+        let mut reader =
+            stream::Reader::create(&address, capacity, &ChannelOptions::new()).unwrap();
+        let mut writer = stream::Writer::open(&address).unwrap();
+        writer.write_all(&vec![1; page]).unwrap();
+        let mut sink = vec![0; page];
+        reader.read_exact(&mut sink).unwrap();
+        // The data area is the last `capacity` bytes of the file.
+        let cut = if keep_control {
+            segment_size(&address) - capacity as u64
+        } else {
+            0
+        };
+        let blocked = std::thread::spawn(move || {
+            let result = reader.read(&mut [0; 64]);
+            (result, reader)
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        truncate_segment_file_from_child(&address, cut);
+        let (result, mut reader) = returns_within(move || blocked.join().unwrap());
+        assert_eq!(
+            result.unwrap_err().kind(),
+            ErrorKind::InvalidData,
+            "cut at {cut}"
+        );
+        // The writer touches the lost pages through its mirror: the fault
+        // is repaired with zeros, and the write reports it.
+        let error = writer.write(&[2; 100]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidData, "cut at {cut}");
+        let error = match writer.try_write_window(1) {
+            Ok(mut window) => {
+                window.copy_from(0, b"zeros");
+                window.commit(5).unwrap_err()
+            }
+            Err(e) => e,
+        };
+        assert_eq!(error.kind(), ErrorKind::InvalidData, "cut at {cut}");
+        let error = reader.try_read(&mut [0; 64]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidData, "cut at {cut}");
+        if keep_control {
+            // The segment's own mapping never touched a lost page: the
+            // mirror's registration with the SIGBUS handler caught it.
+            assert!(!writer.segment().is_broken());
+        }
+    }
+}

@@ -55,6 +55,13 @@ pub enum ChannelError {
         /// The time given.
         waited: std::time::Duration,
     },
+    /// This kind of channel cannot live in this kind of segment (a byte
+    /// stream in a SysV segment, which cannot be mapped twice by offset).
+    #[error("{reason}")]
+    Unsupported {
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 /// A non-blocking send failed.

@@ -49,6 +49,7 @@ pub mod mpmc;
 pub mod queue;
 pub mod records;
 pub mod spsc;
+pub mod stream;
 #[cfg(feature = "serde")]
 pub mod typed;
 
@@ -736,6 +737,14 @@ impl Endpoint {
             seen: self.peer_departures_seen,
             inherited: self.inherited,
         }
+    }
+
+    /// Whether some endpoint of the other side holds a slot now (alive or
+    /// not yet found dead).
+    pub(crate) fn peers_present(&self) -> bool {
+        // Acquire (in `confirm_empty`): pairs with the Release CAS in
+        // `vacate`, as the other loads of slots do.
+        !self.peers().is_empty()
     }
 
     /// The fast check: nobody of the other side is there, and one left

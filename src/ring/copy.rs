@@ -118,3 +118,107 @@ pub(crate) unsafe fn store_slice<T: Pod>(dst: *mut T, items: &[T]) {
         unsafe { store(dst.add(i), *item) };
     }
 }
+
+/// Copies `src` to the byte cells from `index` of the cell array at `base`:
+/// a byte stream's data area, which a peer may read (or, if faulty, write)
+/// at the same time.
+///
+/// Plain memory: relaxed `AtomicU8` stores up to an 8-byte boundary of the
+/// destination, relaxed `AtomicU64` stores for the aligned words, bytes
+/// again for the rest. On x86_64 the words are plain `mov`s, about as fast
+/// as an unvectorised `memcpy`. Under loom each cell is a loom `AtomicU8`,
+/// stored one by one, so that loom checks the orderings that publish them.
+///
+/// # Safety
+///
+/// `base` must point to at least `index + src.len()` byte cells (under
+/// loom, constructed `AtomicU8`s) valid for writes.
+#[inline]
+pub(crate) unsafe fn store_bytes(base: *mut u8, index: usize, src: &[u8]) {
+    #[cfg(not(loom))]
+    {
+        use std::sync::atomic::AtomicU8;
+        // SAFETY: `index` is within the caller's cells.
+        let dst = unsafe { base.add(index) };
+        let len = src.len();
+        let head = ((8 - (dst as usize & 7)) & 7).min(len);
+        let words = (len - head) / 8;
+        for (i, &byte) in src[..head].iter().enumerate() {
+            // SAFETY: i < head <= len: within the caller's range.
+            unsafe { AtomicU8::from_ptr(dst.add(i)) }.store(byte, Ordering::Relaxed);
+        }
+        for w in 0..words {
+            let at = head + 8 * w;
+            // SAFETY: `at + 8 <= len`, so both ranges are in bounds; the
+            // destination is 8-aligned (past `head`), the source is read
+            // unaligned from our own slice.
+            unsafe {
+                let value = src.as_ptr().add(at).cast::<u64>().read_unaligned();
+                AtomicU64::from_ptr(dst.add(at).cast::<u64>()).store(value, Ordering::Relaxed);
+            }
+        }
+        let done = head + 8 * words;
+        for (i, &byte) in src[done..].iter().enumerate() {
+            // SAFETY: done + i < len: within the caller's range.
+            unsafe { AtomicU8::from_ptr(dst.add(done + i)) }.store(byte, Ordering::Relaxed);
+        }
+    }
+    #[cfg(loom)]
+    {
+        let cells = base.cast::<crate::sync::shim::AtomicU8>();
+        for (i, &byte) in src.iter().enumerate() {
+            // SAFETY: within the caller's constructed cells.
+            unsafe { &*cells.add(index + i) }.store(byte, crate::sync::shim::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Copies the byte cells from `index` of the cell array at `base` into
+/// `dst`; the mirror of [`store_bytes`] (a racing write tears the bytes,
+/// never the program).
+///
+/// # Safety
+///
+/// `base` must point to at least `index + dst.len()` byte cells (under
+/// loom, constructed `AtomicU8`s) valid for reads.
+#[inline]
+pub(crate) unsafe fn load_bytes(base: *const u8, index: usize, dst: &mut [u8]) {
+    #[cfg(not(loom))]
+    {
+        use std::sync::atomic::AtomicU8;
+        // SAFETY: `index` is within the caller's cells.
+        let src = unsafe { base.add(index) }.cast_mut();
+        let len = dst.len();
+        let head = ((8 - (src as usize & 7)) & 7).min(len);
+        let words = (len - head) / 8;
+        for (i, byte) in dst[..head].iter_mut().enumerate() {
+            // SAFETY: i < head <= len: within the caller's range.
+            *byte = unsafe { AtomicU8::from_ptr(src.add(i)) }.load(Ordering::Relaxed);
+        }
+        for w in 0..words {
+            let at = head + 8 * w;
+            // SAFETY: as in `store_bytes`: in bounds, the shared side
+            // aligned, our own slice written unaligned.
+            unsafe {
+                let value = AtomicU64::from_ptr(src.add(at).cast::<u64>()).load(Ordering::Relaxed);
+                dst.as_mut_ptr()
+                    .add(at)
+                    .cast::<u64>()
+                    .write_unaligned(value);
+            }
+        }
+        let done = head + 8 * words;
+        for (i, byte) in dst[done..].iter_mut().enumerate() {
+            // SAFETY: done + i < len: within the caller's range.
+            *byte = unsafe { AtomicU8::from_ptr(src.add(done + i)) }.load(Ordering::Relaxed);
+        }
+    }
+    #[cfg(loom)]
+    {
+        let cells = base.cast::<crate::sync::shim::AtomicU8>();
+        for (i, byte) in dst.iter_mut().enumerate() {
+            // SAFETY: within the caller's constructed cells.
+            *byte = unsafe { &*cells.add(index + i) }.load(crate::sync::shim::Ordering::Relaxed);
+        }
+    }
+}

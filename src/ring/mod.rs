@@ -20,6 +20,7 @@ pub mod mpmc;
 pub mod queue;
 pub mod record;
 pub mod spsc;
+pub mod stream;
 
 mod bytes;
 mod copy;
@@ -337,9 +338,12 @@ fn check_region(region: &Region, need: usize, align: usize) -> Result<(), RingEr
 }
 
 /// The repair counters of the many-writer ring at the start of `region`
-/// (MPMC or record ring), read without attaching; `None` for another ring
+/// (MPMC, record or stream ring), read without attaching; `None` for another ring
 /// or a region too small to hold one.
 pub fn ring_stats(region: &Region) -> Option<RingStats> {
+    if let Some(repairs) = stream::repairs_of(region) {
+        return Some(RingStats { repairs, losses: 0 });
+    }
     #[repr(C)]
     struct WithClaims {
         ring: RingHeader,

@@ -42,13 +42,60 @@ pub use participants::{Participant, ProcessIdentity};
 pub use stale::{Removed, StaleReason, remove_stale, remove_stale_where};
 
 use crate::sync::{Deadline, WaitWord};
-use crate::sys::map::{Access, Mapping};
+use crate::sys::map::{Access, Mapping, MirroredMapping};
 use crate::sys::{self, memfd, shm, sysv};
 use header::{Header, HeaderFields, Readiness, Validated};
 
 /// The largest user area we create (1 TiB): far beyond any ring, and small
 /// enough that sizes never overflow `off_t` or `isize`.
 pub const MAX_USER_SIZE: usize = 1 << 40;
+
+/// The system's page size: the unit of [`Segment::map_mirrored`] ranges.
+pub fn page_size() -> usize {
+    crate::sys::map::page_size()
+}
+
+/// A range of a segment's user area mapped twice, back to back (see
+/// [`Segment::map_mirrored`]): byte `i` of the range is at `as_ptr() + i`
+/// and at `as_ptr() + len() + i`, so any `len()` bytes starting anywhere
+/// in the first copy are contiguous in memory.
+///
+/// It has its own mapping of the segment's file, valid for as long as it
+/// lives (whether or not the `Segment` does). Like the user area, other
+/// processes may write any byte of it at any time: reach it only through
+/// atomics or raw-pointer copies.
+#[derive(Debug)]
+pub struct MirroredMap {
+    mapping: MirroredMapping,
+}
+
+impl MirroredMap {
+    /// The first byte of the first copy (page-aligned).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.mapping.as_ptr()
+    }
+
+    /// Bytes in one copy (the reserved address space is twice this).
+    pub fn len(&self) -> usize {
+        self.mapping.len()
+    }
+
+    /// Whether the range is empty (never: `map_mirrored` refuses that).
+    pub fn is_empty(&self) -> bool {
+        self.mapping.len() == 0
+    }
+
+    /// Whether the segment's file was truncated under this mapping and an
+    /// access faulted: both copies then hold private zeros that are no
+    /// longer the same memory, and nothing written reaches other
+    /// processes. One load of a process-wide flag until some mapping
+    /// breaks. As for [`Segment::is_broken`], a file shrunk and grown back
+    /// before we touched it is not seen here.
+    #[inline]
+    pub fn is_broken(&self) -> bool {
+        sys::sigbus::any_broken() && self.mapping.is_broken()
+    }
+}
 
 /// How to create a segment.
 #[derive(Clone, Debug)]
@@ -481,6 +528,80 @@ impl Segment {
             op: "fcntl(F_DUPFD)",
             source,
         })
+    }
+
+    /// Another handle on this anonymous segment, as [`Segment::from_fd`]
+    /// makes from a close-on-exec duplicate of its memfd: for a second
+    /// endpoint in this process (a pipe's two ends, say) without a
+    /// descriptor that a child spawned meanwhile could inherit.
+    pub fn reopen(&self, options: &OpenOptions) -> Result<Segment, SegmentError> {
+        let fd = self
+            .memfd()?
+            .try_clone_to_owned()
+            .map_err(|source| SegmentError::Io {
+                op: "fcntl(F_DUPFD_CLOEXEC)",
+                source,
+            })?;
+        Segment::from_fd(fd, options)
+    }
+
+    /// Maps `len` bytes of the user area from `offset` a second time, twice
+    /// and back to back, so that a ring buffer there can be reached across
+    /// its end with one contiguous access (see [`MirroredMap`]).
+    ///
+    /// The range must lie in the user area, and both `len` and the range's
+    /// offset in the file (`HEADER_SIZE + offset`) must be multiples of
+    /// [`page_size`]; otherwise `InvalidOptions`. A SysV segment cannot be
+    /// mapped by file offset (`shmat` maps it whole): `WrongBacking`. The
+    /// new mapping is registered with the SIGBUS handler like the
+    /// segment's own, so a truncated file breaks it instead of killing the
+    /// process. It is read-only if the segment was opened read-only.
+    ///
+    /// ```
+    /// use ipcring::segment::{CreateOptions, HEADER_SIZE, Segment, page_size};
+    ///
+    /// let page = page_size();
+    /// // The first page boundary of the file inside the user area.
+    /// let offset = page - HEADER_SIZE % page;
+    /// let segment = Segment::create_anonymous(&CreateOptions::new(offset + page))?;
+    /// let mirror = segment.map_mirrored(offset, page)?;
+    /// let base = mirror.as_ptr();
+    /// // SAFETY: nobody else has this anonymous segment, and every access
+    /// // stays within the 2 * page bytes of the mirror.
+    /// unsafe {
+    ///     // Written across the end of the first copy...
+    ///     base.add(page - 2).copy_from_nonoverlapping(b"wrap".as_ptr(), 4);
+    ///     // ...the last two bytes land at the start.
+    ///     assert_eq!([base.read(), base.add(1).read()], *b"ap");
+    /// }
+    /// # Ok::<(), ipcring::segment::SegmentError>(())
+    /// ```
+    pub fn map_mirrored(&self, offset: usize, len: usize) -> Result<MirroredMap, SegmentError> {
+        let Some(fd) = self.file() else {
+            return Err(SegmentError::WrongBacking("sysv"));
+        };
+        let page = page_size();
+        let fits = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.user_len());
+        if !fits || len == 0 {
+            return Err(SegmentError::InvalidOptions {
+                reason: "a mirrored range must be a non-empty part of the user area",
+            });
+        }
+        let file_offset = HEADER_SIZE + offset;
+        if file_offset % page != 0 || len % page != 0 {
+            return Err(SegmentError::InvalidOptions {
+                reason: "a mirrored range must start and end on page boundaries",
+            });
+        }
+        let mapping = MirroredMapping::map_fd(fd, file_offset as u64, len, self.access).map_err(
+            |source| SegmentError::Io {
+                op: "mmap (mirrored)",
+                source,
+            },
+        )?;
+        Ok(MirroredMap { mapping })
     }
 
     /// Removes this segment's name (POSIX) or id (SysV), if it still has

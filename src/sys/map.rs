@@ -4,9 +4,15 @@
 //! A file mapping is registered with [`sigbus`](super::sigbus) for its
 //! lifetime, so that a truncation of the file breaks the mapping (it reads
 //! zeros) instead of killing the process.
+//!
+//! [`MirroredMapping`] maps one range of a file twice, back to back, so
+//! that a ring buffer in that range can be read and written across its end
+//! with one contiguous access.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -110,5 +116,219 @@ impl Drop for Mapping {
             unsafe { libc::shmdt(addr.cast()) };
         }
         // MmapRaw unmaps itself.
+    }
+}
+
+/// The size of a page: what mappings, their lengths and their file offsets
+/// align to. Asked once (`sysconf`), then cached.
+pub fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    // Relaxed: every thread computes the same value; no other data hangs on it.
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf only reads a system constant.
+            let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            // Linux always reports one; 4096 is the smallest any port uses.
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&s| s > 0)
+                .unwrap_or(4096);
+            PAGE.store(size, Ordering::Relaxed);
+            size
+        }
+        size => size,
+    }
+}
+
+/// `len` bytes of a file mapped twice, back to back: byte `i` of the range
+/// is at `as_ptr() + i` and at `as_ptr() + len + i`, the same memory. So
+/// any `len` bytes starting anywhere in the first copy are contiguous in
+/// our address space, whichever end of the range they cross.
+///
+/// Built by reserving `2 * len` bytes of address space with an anonymous
+/// `PROT_NONE` mapping, then mapping the file range over each half with
+/// `MAP_SHARED | MAP_FIXED` (replacing only our own reservation). The whole
+/// `2 * len` range is registered with the SIGBUS handler as one range: if
+/// the file is truncated under it, a fault replaces both halves with
+/// private zeros (they are then no longer the same memory, and the layer
+/// above must stop using them: [`is_broken`](Self::is_broken)).
+///
+/// It hands out only a raw pointer, like [`Mapping`].
+#[derive(Debug)]
+pub struct MirroredMapping {
+    base: NonNull<u8>,
+    /// Bytes in one copy; the reservation is twice this.
+    len: usize,
+    protection: Option<Protection<'static>>,
+}
+
+// SAFETY: an address range, as for `Mapping`; munmap may run on any thread.
+unsafe impl Send for MirroredMapping {}
+// SAFETY: &MirroredMapping only yields the base pointer and length.
+unsafe impl Sync for MirroredMapping {}
+
+/// Unmaps a reservation unless disarmed (on the error paths of `map_fd`).
+struct Reservation {
+    base: *mut libc::c_void,
+    total: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: `base..base + total` is our own reservation (and the file
+        // mappings placed inside it), which nothing else references yet.
+        unsafe { libc::munmap(self.base, self.total) };
+    }
+}
+
+impl MirroredMapping {
+    /// Maps `len` bytes of `fd` from byte `offset` twice, back to back.
+    /// `offset` and `len` must be multiples of the page size, `len` not 0
+    /// (else `InvalidInput`); the file must be at least `offset + len`
+    /// bytes long (the caller checked).
+    pub fn map_fd(
+        fd: impl AsFd,
+        offset: u64,
+        len: usize,
+        access: Access,
+    ) -> io::Result<MirroredMapping> {
+        let page = page_size();
+        let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
+        if len == 0 || len % page != 0 || offset % page as u64 != 0 {
+            return Err(invalid());
+        }
+        let total = len
+            .checked_mul(2)
+            .filter(|&total| total <= isize::MAX as usize)
+            .ok_or_else(invalid)?;
+        let file_offset = libc::off_t::try_from(offset).map_err(|_| invalid())?;
+        let protection = match access {
+            Access::ReadOnly => libc::PROT_READ,
+            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        };
+        // SAFETY: a fresh anonymous mapping where the kernel chooses; it
+        // replaces nothing. PROT_NONE and MAP_NORESERVE: address space
+        // only, never touched before the file is mapped over it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let reservation = Reservation { base, total };
+        for half in 0..2 {
+            let at = base.cast::<u8>().wrapping_add(half * len).cast();
+            // SAFETY: `at..at + len` lies inside our own reservation, which
+            // no one else references; MAP_FIXED replaces exactly that part.
+            let mapped = unsafe {
+                libc::mmap(
+                    at,
+                    len,
+                    protection,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd.as_fd().as_raw_fd(),
+                    file_offset,
+                )
+            };
+            if mapped == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            if mapped != at {
+                // MAP_FIXED never moves a mapping; treat it as a failure.
+                return Err(io::Error::other("mmap ignored MAP_FIXED"));
+            }
+        }
+        std::mem::forget(reservation);
+        let base = NonNull::new(base.cast::<u8>()).ok_or_else(invalid)?;
+        // Registered before anyone can touch the range, as in `Mapping`.
+        let protection = sigbus::protect(base.as_ptr(), total, access == Access::ReadWrite);
+        Ok(MirroredMapping {
+            base,
+            len,
+            protection,
+        })
+    }
+
+    /// The first byte of the first copy (page-aligned); the second copy
+    /// starts `len()` bytes later.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Bytes in one copy.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether a truncation of the file made an access fault, so that the
+    /// whole range (both copies) now holds private zeros.
+    pub fn is_broken(&self) -> bool {
+        self.protection.as_ref().is_some_and(Protection::is_broken)
+    }
+}
+
+impl Drop for MirroredMapping {
+    fn drop(&mut self) {
+        // Deregister first, as `Mapping` does, so the handler never maps
+        // over a range that is no longer ours.
+        drop(self.protection.take());
+        // SAFETY: the reservation and both file mappings inside it are ours
+        // and unmapped exactly once, here.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), 2 * self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::{memfd, shm};
+
+    #[test]
+    fn both_copies_are_the_same_memory() {
+        let page = page_size();
+        let fd = memfd::create("mirror-test").unwrap();
+        shm::set_len(&fd, 4 * page as u64).unwrap();
+        let mirror =
+            MirroredMapping::map_fd(&fd, page as u64, 2 * page, Access::ReadWrite).unwrap();
+        let base = mirror.as_ptr();
+        let len = mirror.len();
+        assert_eq!(len, 2 * page);
+        // SAFETY: both copies are mapped, writable, and only this test
+        // touches them; the accesses are in bounds of 2 * len.
+        unsafe {
+            base.add(len - 3)
+                .copy_from_nonoverlapping(b"abcdef".as_ptr(), 6);
+            let mut seen = [0u8; 6];
+            base.add(2 * len - 3)
+                .copy_to_nonoverlapping(seen.as_mut_ptr(), 3);
+            base.copy_to_nonoverlapping(seen.as_mut_ptr().add(3), 3);
+            assert_eq!(&seen, b"abcdef", "the write across the end wrapped");
+            assert_eq!(base.add(len).read(), b'd');
+        }
+        // The file sees the range at its offset.
+        let whole = Mapping::map_fd(&fd, 4 * page, Access::ReadOnly).unwrap();
+        // SAFETY: in bounds of the 4-page mapping.
+        assert_eq!(unsafe { whole.as_ptr().add(page).read() }, b'd');
+        // SAFETY: as above.
+        assert_eq!(unsafe { whole.as_ptr().add(3 * page - 1).read() }, b'c');
+    }
+
+    #[test]
+    fn misaligned_or_empty_ranges_are_refused() {
+        let page = page_size();
+        let fd = memfd::create("mirror-test").unwrap();
+        shm::set_len(&fd, 4 * page as u64).unwrap();
+        for (offset, len) in [(0, 0), (1, page), (0, page + 1), (0, usize::MAX / 2 + 1)] {
+            let error =
+                MirroredMapping::map_fd(&fd, offset as u64, len, Access::ReadWrite).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{offset} {len}");
+        }
     }
 }

@@ -108,11 +108,19 @@ pub fn stat(name: &str, as_json: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// The repair counters of a many-writer channel (MPMC or records), read
-/// through a read-only mapping; `None` for other kinds, or if unreadable.
+/// The repair counters of a many-writer channel (MPMC, records, streams),
+/// read through a read-only mapping; `None` for other kinds, or if
+/// unreadable.
 fn channel_stats(address: &Address, kind: u32) -> Option<ipcring::channel::ChannelStats> {
-    use ipcring::channel::{mpmc, records};
-    if ![mpmc::KIND, records::KIND_SINGLE, records::KIND_MANY].contains(&kind) {
+    use ipcring::channel::{mpmc, records, stream};
+    if ![
+        mpmc::KIND,
+        records::KIND_SINGLE,
+        records::KIND_MANY,
+        stream::KIND,
+    ]
+    .contains(&kind)
+    {
         return None;
     }
     let options = ipcring::segment::OpenOptions::new()

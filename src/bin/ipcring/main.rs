@@ -1,10 +1,12 @@
-//! `ipcring`: inspect and remove ipcring segments, and run a two-process demo.
+//! `ipcring`: inspect and remove ipcring segments, create channels and move
+//! bytes through streams, and run a two-process demo.
 
 mod bench;
 mod demo;
 mod inspect;
 mod interrupt;
 mod queue_cmd;
+mod stream_cmd;
 
 use std::process::ExitCode;
 
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "ipcring",
     version,
-    about = "Lock-free shared-memory IPC: inspect segments, run the demo"
+    about = "Lock-free shared-memory IPC: inspect segments, create channels, move bytes, run the demo"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +50,17 @@ enum Command {
         #[arg(long)]
         stale: bool,
     },
+    /// Copy stdin into a byte stream until stdin ends, like `> fifo`.
+    Write {
+        /// The stream's name.
+        name: String,
+    },
+    /// Copy a byte stream to stdout until every writer has gone, like
+    /// `< fifo`; waits for a first writer if none has come yet.
+    Read {
+        /// The stream's name.
+        name: String,
+    },
     /// Two processes ping-pong through a segment, once per wait strategy.
     Demo {
         /// Round trips per strategy (1 to 10 million).
@@ -63,7 +76,8 @@ enum Command {
     /// The child side of one `bench` row (started by `bench` itself).
     #[command(hide = true)]
     BenchChild(bench::ChildArgs),
-    /// Create a channel segment of a given kind.
+    /// Create a channel segment (queue, datagram mailbox or byte stream),
+    /// persistent until `ipcring rm`.
     Create(queue_cmd::CreateArgs),
     /// Send messages to a queue (each argument, or each stdin line, is one).
     Send(queue_cmd::SendArgs),
@@ -87,6 +101,8 @@ fn main() -> ExitCode {
                 inspect::rm(&names)
             }
         }
+        Command::Write { name } => stream_cmd::write(&name),
+        Command::Read { name } => stream_cmd::read(&name),
         Command::Demo { round_trips } => demo::run(round_trips),
         Command::DemoChild { name, strategy } => demo::child(&name, &strategy),
         Command::Bench(args) => bench::run(&args),

@@ -56,6 +56,8 @@ pub enum Kind {
     /// one type and one priority, so `send` and `recv` serve it too, and
     /// `ls` lists it as a queue.
     Datagram,
+    /// A byte stream (`write`, `read`), like a FIFO.
+    Stream,
 }
 
 /// Where a segment lives.
@@ -74,9 +76,11 @@ pub struct CreateArgs {
     /// What to create.
     #[arg(long, value_enum)]
     kind: Kind,
-    /// Messages the queue holds; 0 makes a rendezvous queue.
-    #[arg(long, default_value_t = 64)]
-    capacity: usize,
+    /// Queues and mailboxes: messages held (default 64; 0 makes a
+    /// rendezvous queue). Streams: bytes of buffer, a multiple of the page
+    /// size (default 1M; K, M and G mean KiB, MiB and GiB).
+    #[arg(long)]
+    capacity: Option<String>,
     /// Bytes the queued messages may take in all (default: capacity × max-msg;
     /// 31 × max-msg for a rendezvous queue).
     #[arg(long)]
@@ -194,8 +198,32 @@ fn address(name: &str, backend: Backend) -> Result<Address, Failure> {
 }
 
 pub fn create(args: &CreateArgs) -> Result<(), Failure> {
+    if args.kind == Kind::Stream {
+        if args.backend == Backend::Sysv {
+            return Err(Failure::new(format!(
+                "create {}: a stream needs --backend posix (it maps its buffer twice, which SysV segments cannot)",
+                args.name
+            )));
+        }
+        let capacity = args
+            .capacity
+            .as_deref()
+            .map(crate::stream_cmd::parse_bytes)
+            .transpose()
+            .map_err(|e| Failure::new(format!("create: --capacity {e}")))?;
+        let mode = crate::stream_cmd::parse_mode(&args.mode)
+            .map_err(|e| Failure::new(format!("create: --mode {e}")))?;
+        return crate::stream_cmd::create(&args.name, capacity, mode).map_err(Failure::new);
+    }
     // A mailbox is a queue whose users keep to type 1 and priority 0.
-    let (Kind::Queue | Kind::Datagram) = args.kind;
+    let capacity = match args.capacity.as_deref() {
+        None => 64,
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            Failure::new(format!(
+                "create: --capacity `{text}` is not a number of messages"
+            ))
+        })?,
+    };
     let address = address(&args.name, args.backend)?;
     let mode = u32::from_str_radix(&args.mode, 8)
         .ok()
@@ -206,7 +234,7 @@ pub fn create(args: &CreateArgs) -> Result<(), Failure> {
                 args.mode
             ))
         })?;
-    let mut config = QueueConfig::new(args.capacity, args.max_msg).priorities(args.priorities);
+    let mut config = QueueConfig::new(capacity, args.max_msg).priorities(args.priorities);
     if let Some(max_bytes) = args.max_bytes {
         config = config.max_bytes(max_bytes);
     }
