@@ -153,7 +153,8 @@ macro_rules! echo {
 echo!(SpscEcho, "ipcring-spsc");
 echo!(MpmcEcho, "ipcring-mpmc");
 
-fn two_segments(
+/// Makes a segment per direction and hands both to the child.
+pub(super) fn two_segments(
     make: impl Fn() -> Result<Segment, String>,
     spawner: &mut Spawner<'_>,
 ) -> Result<(Segment, Segment), String> {

@@ -16,6 +16,8 @@ use ipcring::sync::WaitStrategy;
 use crate::bench::link::{Echo, PingPongTransport, Stop};
 use crate::bench::process::{Inherited, Spawner};
 
+use super::ipcring::two_segments;
+
 /// How long one blocking call may wait before the bench checks its stop.
 const SLICE: Duration = Duration::from_millis(50);
 /// Messages a queue direction holds; ping-pong keeps one in flight, a
@@ -100,17 +102,6 @@ impl Echo for QueueEcho {
     }
 }
 
-fn share_two(
-    make: impl Fn() -> Result<Segment, String>,
-    spawner: &mut Spawner<'_>,
-) -> Result<(Segment, Segment), String> {
-    let down = make()?;
-    let up = make()?;
-    spawner.share_segment(&down)?;
-    spawner.share_segment(&up)?;
-    Ok((down, up))
-}
-
 fn record_echo(out: Segment, back: Segment, strategy: WaitStrategy) -> Result<RecordEcho, String> {
     let mut tx =
         records::Sender::attach(out).map_err(|e| format!("ipcring-records sender: {e}"))?;
@@ -140,7 +131,7 @@ impl PingPongTransport for RecordPingPong {
             )
             .map_err(|e| format!("ipcring-records segment: {e}"))
         };
-        let (down, up) = share_two(make, &mut spawner)?;
+        let (down, up) = two_segments(make, &mut spawner)?;
         let echo = record_echo(down, up, self.0)?;
         spawner.spawn()?;
         Ok(Box::new(echo))
@@ -162,7 +153,7 @@ impl PingPongTransport for QueuePingPong {
             queue::create_segment(None, &config, &options(self.0))
                 .map_err(|e| format!("ipcring-queue segment: {e}"))
         };
-        let (down, up) = share_two(make, &mut spawner)?;
+        let (down, up) = two_segments(make, &mut spawner)?;
         let echo = queue_echo(down, up, self.0)?;
         spawner.spawn()?;
         Ok(Box::new(echo))
