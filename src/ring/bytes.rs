@@ -37,6 +37,19 @@ impl ByteBuf {
         unsafe { &*self.words.as_ptr().add(offset / 8) }
     }
 
+    /// The eight words from byte `offset` (a multiple of 8, with all
+    /// eight below `len`), taken from the buffer's own pointer so that the
+    /// reference covers all of them.
+    pub(super) fn words8(&self, offset: usize) -> &[AtomicU64; 8] {
+        assert!(
+            offset % 8 == 0 && offset.checked_add(64).is_some_and(|end| end <= self.len),
+            "ring offset out of range"
+        );
+        // SAFETY: in bounds and aligned (asserted above; callers validate
+        // offsets first); atomics only.
+        unsafe { &*self.words.as_ptr().add(offset / 8).cast::<[AtomicU64; 8]>() }
+    }
+
     /// The word at byte `offset`, after `check` covered it.
     #[inline]
     fn word_in_checked_range(&self, offset: usize) -> &AtomicU64 {

@@ -760,11 +760,7 @@ impl QueueHandle {
     /// The header words of block `index` (which must be below the block
     /// count: callers check indices read from memory first).
     fn block(&self, index: u64) -> &[AtomicU64; 8] {
-        let offset = index as usize * self.stride;
-        let word = self.blocks.word(offset);
-        // SAFETY: `word` is the first of the block's 8 header words, all
-        // inside the blocks area (offset + 64 <= len as index < count).
-        unsafe { &*(word as *const AtomicU64).cast::<[AtomicU64; 8]>() }
+        self.blocks.words8(index as usize * self.stride)
     }
 
     fn payload_offset(&self, index: u64) -> usize {
