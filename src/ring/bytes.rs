@@ -40,6 +40,7 @@ impl ByteBuf {
     /// The eight words from byte `offset` (a multiple of 8, with all
     /// eight below `len`), taken from the buffer's own pointer so that the
     /// reference covers all of them.
+    #[cfg_attr(loom, allow(dead_code))] // the queue is not built under loom
     pub(super) fn words8(&self, offset: usize) -> &[AtomicU64; 8] {
         assert!(
             offset % 8 == 0 && offset.checked_add(64).is_some_and(|end| end <= self.len),
