@@ -110,13 +110,13 @@ fn a_reader_before_any_writer_waits_for_the_first_one() {
 }
 
 /// Each endpoint waits for the other side as a FIFO's open does, however
-/// many sessions came before: a reader attached after the last writer left
+/// many runs came before: a reader attached after the last writer left
 /// reads what it left and sees the end, but one that finds the stream
 /// empty waits for the next writer; a writer attached after the last
 /// reader left writes into the buffer rather than failing.
 #[test]
 fn every_endpoint_waits_for_its_own_first_peer() {
-    let address = unique_posix("stream-sessions");
+    let address = unique_posix("stream-runs");
     let _cleanup = Cleanup(address.clone());
     let mut first_reader = Reader::create(&address, page_size(), &options()).unwrap();
     let mut first_writer = Writer::open(&address).unwrap();

@@ -222,17 +222,17 @@ fn errors_are_one_line_and_a_failing_exit() {
     assert_fails_with(&writer.wait_with_output().unwrap(), "broken pipe");
 }
 
-/// A named stream outlives its sessions, as a FIFO does: a reader started
-/// after the last session's writer left waits for the next writer instead
+/// A named stream outlives its runs, as a FIFO does: a reader started
+/// after the last run's writer left waits for the next writer instead
 /// of ending at once, and a writer started before the next reader waits
 /// for it instead of failing.
 #[test]
-fn a_named_stream_serves_one_session_after_another() {
-    let address = unique_posix("cli-stream-sessions");
+fn a_named_stream_serves_one_run_after_another() {
+    let address = unique_posix("cli-stream-runs");
     let _cleanup = Cleanup(address.clone());
     create(&address, "64K");
     let name = address.to_string();
-    for session in ["one", "two", "three"] {
+    for run in ["one", "two", "three"] {
         let reader = ipcring(&["read", &name])
             .stdout(Stdio::piped())
             .spawn()
@@ -246,12 +246,12 @@ fn a_named_stream_serves_one_session_after_another() {
             .stdin
             .take()
             .unwrap()
-            .write_all(session.as_bytes())
+            .write_all(run.as_bytes())
             .unwrap();
-        assert!(writer.wait().unwrap().success(), "{session}");
+        assert!(writer.wait().unwrap().success(), "{run}");
         let output = reader.wait_with_output().unwrap();
-        assert!(output.status.success(), "{session}");
-        assert_eq!(output.stdout, session.as_bytes());
+        assert!(output.status.success(), "{run}");
+        assert_eq!(output.stdout, run.as_bytes());
     }
     // The writer first this time, and gone before the reader starts: it
     // buffers, and the reader reads what it left, then the end.
