@@ -47,6 +47,10 @@ fn boundaries_are_kept_between_processes() {
     let address = unique_posix("dgram-bounds");
     let _cleanup = Cleanup(address.clone());
     let mut port = Port::bind(&address, 1 << 14, &ChannelOptions::new()).unwrap();
+    // A port is disconnected once every sender that came has gone: hold
+    // one, so that a child that finishes before the others connect does
+    // not end the test early.
+    let keeper = PortSender::connect(&address).unwrap();
     let children: Vec<_> = (0..3)
         .map(|s| {
             spawn_child(
@@ -69,6 +73,7 @@ fn boundaries_are_kept_between_processes() {
     for child in children {
         child.wait_success(LIMIT);
     }
+    drop(keeper);
     assert_eq!(
         port.try_recv(&mut buf),
         Err(RecordRecvError::Disconnected),
@@ -342,4 +347,23 @@ fn sends_before_any_receiver_are_kept_until_full() {
 
 fn unique_mailbox(base: &Address) -> Address {
     format!("{base}-mb").parse().unwrap()
+}
+
+/// A port is disconnected once its senders have all gone and it is
+/// drained, and receives again when a sender connects later.
+#[test]
+fn a_port_is_disconnected_between_senders() {
+    let address = unique_posix("dgram-between");
+    let _cleanup = Cleanup(address.clone());
+    let mut port = Port::bind(&address, 4096, &ChannelOptions::new()).unwrap();
+    let mut buf = [0u8; 16];
+    let mut first = PortSender::connect(&address).unwrap();
+    first.send(b"one").unwrap();
+    drop(first);
+    assert_eq!(port.try_recv(&mut buf), Ok(3));
+    assert_eq!(port.try_recv(&mut buf), Err(RecordRecvError::Disconnected));
+    let mut second = PortSender::connect(&address).unwrap();
+    second.send(b"two").unwrap();
+    assert_eq!(port.recv_timeout(&mut buf, LIMIT), Ok(3));
+    assert_eq!(&buf[..3], b"two");
 }

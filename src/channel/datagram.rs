@@ -107,7 +107,9 @@ impl Port {
     }
 
     /// Receives a datagram into `buf`, returning its length; waits while
-    /// none is queued. A datagram longer than `buf` is not truncated: it
+    /// none is queued. Once every sender that connected has gone and the
+    /// datagrams are drained, receives report `Disconnected` until a
+    /// sender connects again. A datagram longer than `buf` is not truncated: it
     /// stays queued and the error reports its length.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecordRecvError> {
         self.receiver.recv_slice(buf)
