@@ -33,6 +33,11 @@ const WIND_DOWN: Duration = Duration::from_secs(10);
 /// Messages each producer must send after the last kill (and consumers
 /// receive, per producer) before the soak winds down.
 const SETTLE_MESSAGES: u64 = 200;
+/// Producer ledger entries held back from the kill phase, so that the
+/// settle check after it can still replace producers that retire: on a
+/// fast machine producers retire by the thousand, and a settle with none
+/// left running could never see traffic.
+const SETTLE_RESERVE: usize = 256;
 /// Kills a failure report lists: the last ones, and the ones just before
 /// messages stopped moving.
 const KILLS_LISTED: usize = 4;
@@ -166,14 +171,18 @@ struct Run<'a> {
     /// a hole stops delivering first, while producers fill what room is left.
     last_delivery: (u64, Instant),
     retired: u64,
-    /// The ledger has no entry left for another producer.
+    /// The ledger has no entry left for another producer (outside the
+    /// settle reserve while kills go on).
     out_of_ids: bool,
+    /// Producer entries that may be handed out now: all but the settle
+    /// reserve until the kills end, then all.
+    producer_limit: usize,
 }
 
 impl Run<'_> {
     fn spawn(&mut self, role: Role) -> bool {
         let id = match role {
-            Role::Producer if self.next_producer < self.ledger.producer_capacity() => {
+            Role::Producer if self.next_producer < self.producer_limit => {
                 self.next_producer += 1;
                 self.next_producer - 1
             }
@@ -429,12 +438,20 @@ pub fn run(plan: &Plan) -> Outcome {
     let _ledger_cleanup = Cleanup(ledger_address.clone());
     let channel = create_channel(plan.kind, &address);
     // Room for every incarnation: the first ones, one replacement per
-    // kill, and producers that retire (plenty: each sends thousands), plus
-    // the final check's receiver.
-    let replacements = if plan.kills > 0 { 2048 } else { 0 };
+    // kill, and producers that retire (plenty: each sends thousands, and a
+    // fast machine retires a few hundred a second), plus the final check's
+    // receiver. The ledger is sparse: entries never handed out cost no
+    // memory.
+    let replacements = if plan.kills > 0 {
+        8192 + SETTLE_RESERVE
+    } else {
+        0
+    };
+    let producer_capacity = plan.producers + plan.kills as usize + replacements;
+    let producer_limit = producer_capacity - if plan.kills > 0 { SETTLE_RESERVE } else { 0 };
     let ledger = Ledger::create(
         &ledger_address,
-        plan.producers + plan.kills as usize + replacements,
+        producer_capacity,
         plan.consumers + plan.kills as usize + 1,
         plan.messages_per_producer,
     );
@@ -463,6 +480,7 @@ pub fn run(plan: &Plan) -> Outcome {
         last_delivery: (0, Instant::now()),
         retired: 0,
         out_of_ids: false,
+        producer_limit,
     };
     for _ in 0..plan.consumers {
         run.spawn(Role::Consumer);
@@ -494,7 +512,16 @@ pub fn run(plan: &Plan) -> Outcome {
         std::thread::sleep(Duration::from_millis(1));
     }
     if run.out_of_ids {
-        eprintln!("  (the ledger ran out of producer entries: the soak ended early)");
+        eprintln!("  (the ledger ran out of producer entries: the kills ended early)");
+    }
+    // The settle check may use the reserve. A producer that retired
+    // without a successor when the kills ran out of entries gets one now,
+    // so that the settle check sees every producer slot in use.
+    run.producer_limit = run.ledger.producer_capacity();
+    while plan.kills > 0 && run.pool.count(Role::Producer) < plan.producers {
+        if !run.spawn(Role::Producer) {
+            break;
+        }
     }
     if plan.kills > 0 {
         settle(&mut run);
@@ -586,9 +613,16 @@ fn settle(run: &mut Run<'_>) {
                     )
                 })
                 .collect();
+            let limit = (2 * plan.stall_limit).as_secs_f64();
+            if stuck.is_empty() {
+                run.fail(&format!(
+                    "after the last kill, consumers received {} messages in {limit:.1} s, short of the {} the settle check asks for",
+                    run.received() - received_before,
+                    SETTLE_MESSAGES * plan.producers as u64
+                ));
+            }
             run.fail(&format!(
-                "after the last kill, some producers made no headway in {:.1} s while messages moved: {}",
-                (2 * plan.stall_limit).as_secs_f64(),
+                "after the last kill, some producers made no headway in {limit:.1} s while messages moved: {}",
                 stuck.join(", ")
             ));
         }
