@@ -135,7 +135,7 @@ fn mpmc_sender_killed_at_each_step() {
         assert_eq!(channel_stats(&address).repairs, u64::from(claimed));
         assert_eq!(channel_stats(&address).losses, 0);
         // `ipcring stat` shows the same counters.
-        let stat = std::process::Command::new(env!("CARGO_BIN_EXE_ipcring"))
+        let stat = common::ipcring_cli()
             .args(["stat", &address.to_string(), "--json"])
             .output()
             .unwrap();
@@ -620,7 +620,7 @@ fn stream_writer_killed_at_each_step() {
         assert_eq!(reader.stats().repairs, 1, "{failpoint}");
         assert_eq!(channel_stats(&address).repairs, 1, "{failpoint}");
         // `ipcring stat` shows the same count.
-        let stat = std::process::Command::new(env!("CARGO_BIN_EXE_ipcring"))
+        let stat = common::ipcring_cli()
             .args(["stat", &address.to_string(), "--json"])
             .output()
             .unwrap();

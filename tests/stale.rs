@@ -307,7 +307,7 @@ fn sweep_everything_in_a_private_namespace(test_name: &str) {
 
     let abandoned = unique_posix("ns-abandoned");
     hand_made(&abandoned, &[]);
-    let output = Command::new(env!("CARGO_BIN_EXE_ipcring"))
+    let output = common::ipcring_cli()
         .args(["rm", "--stale"])
         .output()
         .unwrap();
@@ -317,7 +317,7 @@ fn sweep_everything_in_a_private_namespace(test_name: &str) {
         text,
         format!("removed {abandoned}: abandoned before its creator initialised it\n")
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_ipcring"))
+    let output = common::ipcring_cli()
         .args(["rm", "--stale"])
         .output()
         .unwrap();

@@ -143,3 +143,41 @@ pub fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// A command running the `ipcring` command line.
+///
+/// The command line is its own package in the workspace, so only its own
+/// tests get `CARGO_BIN_EXE_ipcring`. The library's tests find the binary
+/// beside their own (a workspace test run builds both into one target
+/// directory), and build it there first when a run of the library's tests
+/// alone has not.
+pub fn ipcring_cli() -> Command {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_ipcring") {
+        return Command::new(path);
+    }
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        let test = std::env::current_exe().expect("the test binary's path");
+        // target/<profile>/deps/<test> -> target/<profile>/ipcring
+        let profile_dir = test
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("the test binary sits in target/<profile>/deps");
+        let binary = profile_dir.join("ipcring");
+        if !binary.exists() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", "ipcring-cli", "--bin", "ipcring"]);
+            if profile_dir
+                .file_name()
+                .is_some_and(|name| name == "release")
+            {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo to build the command line");
+            assert!(status.success(), "building the ipcring command line failed");
+        }
+        binary
+    });
+    Command::new(path)
+}

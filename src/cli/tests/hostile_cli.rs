@@ -5,7 +5,9 @@
 //! error must be a clear line per failure and a non-zero exit; a panic
 //! (exit code 101), a signal or a hang is a failure.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
+#[path = "../../../tests/hostile_support/mod.rs"]
 mod hostile_support;
 
 use std::io::Write;

@@ -4,6 +4,7 @@
 //! line with the documented exit code (1 error, 2 usage, 3 would block,
 //! 4 timeout); nothing hangs (every child is waited for with a limit).
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;

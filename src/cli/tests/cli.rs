@@ -1,6 +1,7 @@
 //! The `ipcring` command line: ls, stat, rm and the demo, run as a user
 //! would run them.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};

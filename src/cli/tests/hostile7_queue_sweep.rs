@@ -6,7 +6,9 @@
 //! typed error or a result, never a panic or a hang. Seeded: a failure
 //! names its round and seed.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
+#[path = "../../../tests/hostile_support/mod.rs"]
 mod hostile_support;
 
 use std::process::Command;

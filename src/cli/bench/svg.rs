@@ -8,7 +8,7 @@
 //! and every number through [`num`], so any input, a CPU model or an error
 //! message full of `<&"`, a zero or infinite measurement, still gives a
 //! well-formed file. This module only formats: it never measures, and it
-//! touches the file system only in [`write`].
+//! touches the file system only in [`write()`].
 
 use std::fmt::Write as _;
 use std::path::Path;

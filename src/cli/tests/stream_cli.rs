@@ -1,6 +1,7 @@
 //! `ipcring create --kind stream`, `ipcring write` and `ipcring read`, run
 //! as a user would run them: real processes, pipes on stdin and stdout.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};

@@ -1,6 +1,7 @@
 //! `ipcring create --kind queue`, `send`, `recv`, `stat` and `ls` on
 //! queues, run as a user would run them.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
