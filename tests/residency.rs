@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::{Cleanup, mapping_stats, unique_posix, unique_sysv};
@@ -318,6 +319,16 @@ fn locking_beyond_rlimit_memlock_is_a_typed_error_that_leaves_nothing() {
     assert_nothing_left(&sysv);
 }
 
+/// Held by the tests that take huge pages, so that they do not take them
+/// from one another.
+static HUGE_PAGE_POOL: Mutex<()> = Mutex::new(());
+
+fn hold_huge_page_pool() -> MutexGuard<'static, ()> {
+    HUGE_PAGE_POOL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The default huge page pool: (page size, pages available), from
 /// /proc/meminfo; `None` without huge page support.
 fn huge_page_pool() -> Option<(u64, u64)> {
@@ -342,6 +353,7 @@ fn overcommit_huge_pages() -> u64 {
 
 #[test]
 fn huge_pages_beyond_the_pool_are_a_typed_error_that_leaves_nothing() {
+    let _pool = hold_huge_page_pool();
     let posix = unique_posix("huge-refused");
     let sysv = unique_sysv();
     let _cleanup = (Cleanup(posix.clone()), Cleanup(sysv.clone()));
@@ -405,6 +417,7 @@ fn huge_pages_beyond_the_pool_are_a_typed_error_that_leaves_nothing() {
 
 #[test]
 fn huge_page_segments_round_up_and_map_huge_pages_when_the_pool_has_them() {
+    let _pool = hold_huge_page_pool();
     let sysv = unique_sysv();
     let _cleanup = Cleanup(sysv.clone());
     let Some((page_size, available)) = huge_page_pool() else {
@@ -466,5 +479,143 @@ fn huge_page_segments_round_up_and_map_huge_pages_when_the_pool_has_them() {
         if let Some(address) = address {
             Segment::remove(address).unwrap();
         }
+    }
+}
+
+/// Whether a channel endpoint's own mapping of its segment is all
+/// resident and locked.
+fn resident_and_locked(segment: &Segment) -> (bool, bool) {
+    let stats = mapping_stats(segment.user_ptr());
+    (stats.resident == stats.size, stats.lock_flag)
+}
+
+#[test]
+fn channel_options_reach_the_creators_and_the_openers_mappings() {
+    use ipcring::channel::queue::{Queue, QueueConfig};
+    use ipcring::channel::{ChannelOptions, mpmc, records, spsc};
+    use ipcring::ring::record::ProducerMode;
+
+    const CAPACITY: usize = 4096;
+    if !may_lock(16 * 1024 * 1024) {
+        eprintln!("skipped: RLIMIT_MEMLOCK leaves no room to lock four channels");
+        return;
+    }
+    let knobs = ChannelOptions::new().prefault(true).lock_memory(true);
+    let plain = ChannelOptions::new();
+    let addresses: Vec<Address> = ["ch-spsc", "ch-mpmc", "ch-records", "ch-queue"]
+        .into_iter()
+        .map(unique_posix)
+        .collect();
+    let _cleanup: Vec<Cleanup> = addresses.iter().cloned().map(Cleanup).collect();
+    let [spsc_at, mpmc_at, records_at, queue_at] = &addresses[..] else {
+        unreachable!()
+    };
+
+    // The creator asks with `create`, the other side with `open_or_create`.
+    let tx = spsc::Sender::<u64>::create(spsc_at, CAPACITY, &knobs).unwrap();
+    let rx = spsc::Receiver::<u64>::open_or_create(spsc_at, CAPACITY, &knobs).unwrap();
+    assert_eq!(
+        resident_and_locked(tx.segment()),
+        (true, true),
+        "spsc sender"
+    );
+    assert_eq!(
+        resident_and_locked(rx.segment()),
+        (true, true),
+        "spsc receiver"
+    );
+
+    let tx = mpmc::Sender::<u64>::create(mpmc_at, CAPACITY, &knobs).unwrap();
+    let rx = mpmc::Receiver::<u64>::open_or_create(mpmc_at, CAPACITY, &knobs).unwrap();
+    assert_eq!(
+        resident_and_locked(tx.segment()),
+        (true, true),
+        "mpmc sender"
+    );
+    assert_eq!(
+        resident_and_locked(rx.segment()),
+        (true, true),
+        "mpmc receiver"
+    );
+
+    let tx = records::Sender::create(records_at, CAPACITY, ProducerMode::Many, &knobs).unwrap();
+    let rx = records::Receiver::open_or_create(records_at, CAPACITY, ProducerMode::Many, &knobs)
+        .unwrap();
+    assert_eq!(
+        resident_and_locked(tx.segment()),
+        (true, true),
+        "records sender"
+    );
+    assert_eq!(
+        resident_and_locked(rx.segment()),
+        (true, true),
+        "records receiver"
+    );
+
+    let config = QueueConfig::new(16, 256);
+    let created = Queue::create(queue_at, &config, &knobs).unwrap();
+    let (opened, was_created) = Queue::open_or_create(queue_at, &config, &knobs).unwrap();
+    assert!(!was_created);
+    assert_eq!(
+        resident_and_locked(created.segment()),
+        (true, true),
+        "queue"
+    );
+    assert_eq!(
+        resident_and_locked(opened.segment()),
+        (true, true),
+        "queue opener"
+    );
+    drop((tx, rx, created, opened));
+
+    // Without the knobs, nothing is locked, and an opener's mapping is not
+    // all resident (a creator's is: the ring's initialisation writes every
+    // slot).
+    for address in &addresses {
+        Segment::remove(address).unwrap();
+    }
+    // Large enough that no fault-around window covers it.
+    let tx = spsc::Sender::<u64>::create(spsc_at, 64 * CAPACITY, &plain).unwrap();
+    let rx = spsc::Receiver::<u64>::open_or_create(spsc_at, 64 * CAPACITY, &plain).unwrap();
+    assert!(!resident_and_locked(tx.segment()).1, "plain sender");
+    assert_eq!(
+        resident_and_locked(rx.segment()),
+        (false, false),
+        "plain receiver"
+    );
+    let queue = Queue::create(queue_at, &config, &plain).unwrap();
+    assert!(!resident_and_locked(queue.segment()).1, "plain queue");
+}
+
+#[test]
+fn channels_on_huge_pages_keep_their_capacity_or_say_why_not() {
+    use ipcring::channel::{ChannelError, ChannelOptions, spsc, stream};
+
+    let _pool = hold_huge_page_pool();
+    let huge = ChannelOptions::new().huge_pages(true);
+    // A byte stream maps its data twice at a small page offset.
+    assert!(matches!(
+        stream::create_segment(None, 4096, &huge),
+        Err(ChannelError::Unsupported { .. })
+    ));
+    match spsc::create_segment::<u64>(None, 1024, &huge) {
+        Ok(segment) => {
+            let (page_size, _) = huge_page_pool().unwrap();
+            assert_eq!((segment.user_len() + HEADER_SIZE) % page_size as usize, 0);
+            let mut tx =
+                spsc::Sender::<u64>::attach(segment.reopen(&OpenOptions::new()).unwrap()).unwrap();
+            let mut rx = spsc::Receiver::<u64>::attach(segment).unwrap();
+            // The ring keeps the capacity asked for, whatever room the
+            // rounded segment has.
+            for item in 0..1024 {
+                tx.try_send(item).unwrap();
+            }
+            assert!(tx.try_send(1024).is_err(), "full at 1024 items");
+            assert_eq!(rx.try_recv().unwrap(), 0);
+        }
+        Err(ChannelError::Segment(SegmentError::HugePagesUnavailable { reason })) => {
+            eprintln!("huge page channel not created: {reason}");
+        }
+        Err(e) => panic!("expected a channel or HugePagesUnavailable, got {e:?}"),
     }
 }
