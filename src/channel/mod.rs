@@ -279,6 +279,9 @@ pub struct ChannelOptions {
     mode: u32,
     strategy: WaitStrategy,
     owned: bool,
+    prefault: bool,
+    lock_memory: bool,
+    huge_pages: bool,
 }
 
 impl Default for ChannelOptions {
@@ -287,6 +290,9 @@ impl Default for ChannelOptions {
             mode: 0o600,
             strategy: WaitStrategy::default(),
             owned: false,
+            prefault: false,
+            lock_memory: false,
+            huge_pages: false,
         }
     }
 }
@@ -321,6 +327,42 @@ impl ChannelOptions {
         self.owned = owned;
         self
     }
+
+    /// Whether this endpoint's mapping of the segment has every page
+    /// faulted in before it is returned, when it creates the channel and
+    /// when `open_or_create` opens it. See [`CreateOptions::prefault`].
+    /// An endpoint made by `open` or `attach` asks with
+    /// [`OpenOptions::prefault`] on the segment it attaches.
+    pub fn prefault(mut self, prefault: bool) -> ChannelOptions {
+        self.prefault = prefault;
+        self
+    }
+
+    /// Whether this endpoint's mapping of the segment is locked in memory,
+    /// when it creates the channel and when `open_or_create` opens it;
+    /// fails with [`SegmentError::LockFailed`] if `RLIMIT_MEMLOCK` does
+    /// not allow it. See [`CreateOptions::lock_memory`]; for `open` or
+    /// `attach`, [`OpenOptions::lock_memory`].
+    pub fn lock_memory(mut self, lock: bool) -> ChannelOptions {
+        self.lock_memory = lock;
+        self
+    }
+
+    /// Whether a created channel's segment takes its memory from the huge
+    /// page pool: anonymous and SysV segments only, and not byte streams
+    /// (`Unsupported`). Its ring keeps the capacity asked for; the segment
+    /// is rounded up to whole huge pages. See [`CreateOptions::huge_pages`].
+    pub fn huge_pages(mut self, huge_pages: bool) -> ChannelOptions {
+        self.huge_pages = huge_pages;
+        self
+    }
+
+    /// How this endpoint maps a segment it opens.
+    pub(crate) fn open_options(&self) -> OpenOptions {
+        OpenOptions::new()
+            .prefault(self.prefault)
+            .lock_memory(self.lock_memory)
+    }
 }
 
 /// Creates a segment (named, or anonymous when `address` is `None`) with
@@ -342,6 +384,9 @@ pub(crate) fn create_segment(
         .kind(kind)
         .mode(options.mode)
         .owned(options.owned)
+        .prefault(options.prefault)
+        .lock_memory(options.lock_memory)
+        .huge_pages(options.huge_pages)
         .register(true);
     let segment = match address {
         Some(address) => Segment::create(address, &create)?,
@@ -383,7 +428,16 @@ fn ring_region(segment: &Segment) -> Result<Region, ChannelError> {
 
 /// Opens a named channel segment of `kind`.
 pub(crate) fn open_segment(address: &Address, kind: u32) -> Result<Segment, ChannelError> {
-    Ok(Segment::open(address, &OpenOptions::new().kind(kind))?)
+    open_segment_with(address, kind, &ChannelOptions::new())
+}
+
+/// Opens a named channel segment of `kind`, mapped as `options` ask.
+pub(crate) fn open_segment_with(
+    address: &Address,
+    kind: u32,
+    options: &ChannelOptions,
+) -> Result<Segment, ChannelError> {
+    Ok(Segment::open(address, &options.open_options().kind(kind))?)
 }
 
 /// How long an opener waits for the creator to publish the ring.

@@ -147,8 +147,9 @@ macro_rules! common {
             /// hold items of `T` in `capacity` slots, or this fails with
             /// [`ChannelError::Incompatible`] naming the field that
             /// differs, and attaches nothing. Only a call that creates the
-            /// channel applies `options`' mode and ownership; the wait
-            /// strategy applies either way.
+            /// channel applies `options`' mode, ownership and huge pages;
+            /// the wait strategy, prefaulting and memory locking apply
+            /// either way.
             pub fn open_or_create(
                 address: &Address,
                 capacity: usize,
@@ -157,7 +158,7 @@ macro_rules! common {
                 let (segment, created) = super::create_or_open(
                     address,
                     || create_segment::<T>(Some(address), capacity, options),
-                    || super::open_segment(address, KIND),
+                    || super::open_segment_with(address, KIND, options),
                 )?;
                 let expected = (!created).then_some(capacity);
                 let ready_by = Deadline::after(super::READY_WAIT);

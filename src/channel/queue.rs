@@ -513,7 +513,9 @@ impl Queue {
     /// accepted only if its `max_msgs`, `max_bytes`, `max_msg` and
     /// `priorities` equal `config`'s; otherwise
     /// [`QueueOpenError::Incompatible`] names the first that differs.
-    /// Permissions and wait strategy are not compared.
+    /// Permissions and wait strategy are not compared. Only a call that
+    /// creates the queue applies `options`' mode, ownership and huge
+    /// pages; prefaulting and memory locking apply either way.
     pub fn open_or_create(
         address: &Address,
         config: &QueueConfig,
@@ -530,7 +532,10 @@ impl Queue {
                 ))) => {}
                 Err(e) => return Err(e),
             }
-            match Queue::open(address) {
+            let opened = super::open_segment_with(address, KIND, options)
+                .map_err(QueueOpenError::from)
+                .and_then(Queue::attach);
+            match opened {
                 Ok(mut queue) => {
                     queue.set_wait_strategy(options.strategy);
                     check_same(&queue.config(), config)?;

@@ -146,7 +146,12 @@ pub fn create_segment(
 }
 
 fn open_any(address: &Address) -> Result<Segment, ChannelError> {
-    check_kind(Segment::open(address, &OpenOptions::new())?)
+    open_any_with(address, &ChannelOptions::new())
+}
+
+/// Opens a record channel of either mode, mapped as `options` ask.
+fn open_any_with(address: &Address, options: &ChannelOptions) -> Result<Segment, ChannelError> {
+    check_kind(Segment::open(address, &options.open_options())?)
 }
 
 /// The segment kind of a record channel with `mode`.
@@ -180,7 +185,7 @@ fn create_or_open(
     let (segment, created) = super::create_or_open(
         address,
         || create_segment(Some(address), capacity, mode, options),
-        || open_any(address),
+        || open_any_with(address, options),
     )?;
     let expected = (!created).then_some(Expected { capacity, mode });
     expect_mode(&segment, expected.as_ref().map(|e| e.mode))?;
@@ -261,7 +266,8 @@ impl Sender {
     /// An existing channel must have the same capacity and producer mode,
     /// or this fails with [`ChannelError::Incompatible`] naming the field
     /// that differs, and attaches nothing. Only a call that creates the
-    /// channel applies `options`' mode and ownership.
+    /// channel applies `options`' mode, ownership and huge pages;
+    /// prefaulting and memory locking apply either way.
     pub fn open_or_create(
         address: &Address,
         capacity: usize,
@@ -513,7 +519,8 @@ impl Receiver {
     /// An existing channel must have the same capacity and producer mode,
     /// or this fails with [`ChannelError::Incompatible`] naming the field
     /// that differs, and attaches nothing. Only a call that creates the
-    /// channel applies `options`' mode and ownership.
+    /// channel applies `options`' mode, ownership and huge pages;
+    /// prefaulting and memory locking apply either way.
     pub fn open_or_create(
         address: &Address,
         capacity: usize,

@@ -126,7 +126,8 @@ impl<T: Pod> Sender<T> {
     /// must hold items of `T` in `capacity` slots, or this fails with
     /// [`ChannelError::Incompatible`] naming the field that differs, and
     /// attaches nothing. Only a call that creates the channel applies
-    /// `options`' mode and ownership; the wait strategy applies either way.
+    /// `options`' mode, ownership and huge pages; the wait strategy,
+    /// prefaulting and memory locking apply either way.
     pub fn open_or_create(
         address: &Address,
         capacity: usize,
@@ -135,7 +136,7 @@ impl<T: Pod> Sender<T> {
         let (segment, created) = super::create_or_open(
             address,
             || create_segment::<T>(Some(address), capacity, options),
-            || super::open_segment(address, KIND),
+            || super::open_segment_with(address, KIND, options),
         )?;
         let expected = (!created).then_some(capacity);
         let ready_by = Deadline::after(super::READY_WAIT);
@@ -264,7 +265,8 @@ impl<T: Pod> Receiver<T> {
     /// must hold items of `T` in `capacity` slots, or this fails with
     /// [`ChannelError::Incompatible`] naming the field that differs, and
     /// attaches nothing. Only a call that creates the channel applies
-    /// `options`' mode and ownership; the wait strategy applies either way.
+    /// `options`' mode, ownership and huge pages; the wait strategy,
+    /// prefaulting and memory locking apply either way.
     pub fn open_or_create(
         address: &Address,
         capacity: usize,
@@ -273,7 +275,7 @@ impl<T: Pod> Receiver<T> {
         let (segment, created) = super::create_or_open(
             address,
             || create_segment::<T>(Some(address), capacity, options),
-            || super::open_segment(address, KIND),
+            || super::open_segment_with(address, KIND, options),
         )?;
         let expected = (!created).then_some(capacity);
         let ready_by = Deadline::after(super::READY_WAIT);

@@ -79,9 +79,7 @@ use crate::ring::stream::{
     WriteGuard,
 };
 use crate::ring::{Corruption, Region, Repair, RingError, RingStats, Side};
-use crate::segment::{
-    self, Address, HEADER_SIZE, MirroredMap, Mismatch, OpenOptions, Segment, SegmentError,
-};
+use crate::segment::{self, Address, HEADER_SIZE, MirroredMap, Mismatch, Segment, SegmentError};
 use crate::sync::{Deadline, WaitStrategy};
 
 /// The segment kind of a byte stream ("STRM").
@@ -107,6 +105,9 @@ const NONBLOCKING_LOCK_WAIT: Duration = Duration::from_micros(50);
 
 const SYSV_REFUSED: &str = "a byte stream needs a POSIX or memfd segment: a SysV segment cannot \
                             be mapped twice back to back";
+
+const HUGE_PAGES_REFUSED: &str = "a byte stream cannot live on huge pages: its data area, mapped \
+                                  twice back to back, does not start on a huge page boundary";
 
 /// Where the data area starts in the ring region: the first page boundary
 /// of the segment's file after the control block, so that it can be
@@ -142,6 +143,11 @@ pub fn create_segment(
             reason: SYSV_REFUSED,
         });
     }
+    if options.huge_pages {
+        return Err(ChannelError::Unsupported {
+            reason: HUGE_PAGES_REFUSED,
+        });
+    }
     let data_offset = data_offset();
     let bytes = StreamRing::required_size(capacity, data_offset)?;
     super::create_segment(address, KIND, bytes, options, |region| {
@@ -158,7 +164,7 @@ pub fn create_segment(
 /// child attach its own from [`Segment::inheritable_fd`].
 pub fn pipe(capacity: usize, options: &ChannelOptions) -> Result<(Reader, Writer), ChannelError> {
     let segment = create_segment(None, capacity, options)?;
-    let second = segment.reopen(&OpenOptions::new())?;
+    let second = segment.reopen(&options.open_options())?;
     let reader = Reader::attach_with(segment, options.strategy)?;
     let writer = Writer::attach_with(second, options.strategy)?;
     Ok((reader, writer))

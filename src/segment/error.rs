@@ -91,6 +91,42 @@ pub enum SegmentError {
     /// say).
     #[error("operation not available for a {0} segment")]
     WrongBacking(&'static str),
+    /// This library does not offer the combination asked for (huge pages
+    /// for a named POSIX segment, say).
+    #[error("unsupported: {reason}")]
+    Unsupported {
+        /// What is not offered.
+        reason: &'static str,
+    },
+    /// The mapping could not be locked in memory
+    /// ([`CreateOptions::lock_memory`](super::CreateOptions::lock_memory),
+    /// [`OpenOptions::lock_memory`](super::OpenOptions::lock_memory)):
+    /// usually `RLIMIT_MEMLOCK` is smaller than the mapping and the process
+    /// lacks `CAP_IPC_LOCK` (`EPERM` with a limit of 0, `ENOMEM` otherwise).
+    /// Nothing was left behind: a segment being created was removed.
+    #[error(
+        "could not lock {bytes} bytes in memory (RLIMIT_MEMLOCK: {}): {source}; \
+         raise the limit (`ulimit -l`, systemd's LimitMEMLOCK=) or grant CAP_IPC_LOCK",
+        describe_limit(.limit)
+    )]
+    LockFailed {
+        /// Bytes of the mapping we tried to lock.
+        bytes: u64,
+        /// The `RLIMIT_MEMLOCK` soft limit in bytes at the time; `None` if
+        /// unlimited (or unreadable).
+        limit: Option<u64>,
+        /// The error `mlock` returned.
+        #[source]
+        source: io::Error,
+    },
+    /// Huge pages were asked for
+    /// ([`CreateOptions::huge_pages`](super::CreateOptions::huge_pages))
+    /// and the system cannot supply them. Nothing was left behind.
+    #[error("huge pages unavailable: {reason}")]
+    HugePagesUnavailable {
+        /// Why, and what to do about it.
+        reason: HugePagesReason,
+    },
     /// Any other OS error.
     #[error("{op}: {source}")]
     Io {
@@ -154,6 +190,61 @@ pub enum Mismatch {
     NotSealed,
 }
 
+/// Why a segment with huge pages could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HugePagesReason {
+    /// The kernel offers no huge pages: `/proc/meminfo` has no
+    /// `Hugepagesize` (a kernel built without hugetlbfs), or
+    /// `memfd_create(MFD_HUGETLB)` is refused.
+    #[error("this kernel offers no huge pages (built without hugetlbfs)")]
+    NotSupported,
+    /// The huge page pool could not supply the segment's pages: usually
+    /// none are reserved (`vm.nr_hugepages` is 0) or others hold them.
+    #[error(
+        "{op} failed ({}): {needed} huge page(s) of {page_size} bytes needed, \
+         {available} of the pool's {total} available; reserve more with \
+         `sysctl vm.nr_hugepages={}`",
+        std::io::Error::from_raw_os_error(*.errno),
+        suggested_pool(*.total, *.needed, *.available)
+    )]
+    PoolTooSmall {
+        /// The call that failed.
+        op: &'static str,
+        /// Its errno (`ENOMEM`, `ENOSPC` or `EINVAL`).
+        errno: i32,
+        /// The huge page size in bytes (`Hugepagesize`).
+        page_size: u64,
+        /// Pages the segment needs.
+        needed: u64,
+        /// Pages in the pool (`HugePages_Total`), read after the failure.
+        total: u64,
+        /// Pages neither in use nor reserved (`HugePages_Free` minus
+        /// `HugePages_Rsvd`), read after the failure.
+        available: u64,
+    },
+    /// `shmget(SHM_HUGETLB)` refused the caller (`EPERM`): SysV huge pages
+    /// need `CAP_IPC_LOCK`, membership of the group `vm.hugetlb_shm_group`
+    /// names, or an `RLIMIT_MEMLOCK` covering the segment.
+    #[error(
+        "shmget(SHM_HUGETLB) was refused: it needs CAP_IPC_LOCK, membership of the group \
+         in vm.hugetlb_shm_group, or an RLIMIT_MEMLOCK covering the segment"
+    )]
+    NotPermitted,
+}
+
+/// The pool size that would leave `needed` pages available.
+fn suggested_pool(total: u64, needed: u64, available: u64) -> u64 {
+    total.saturating_add(needed.saturating_sub(available))
+}
+
+fn describe_limit(limit: &Option<u64>) -> String {
+    match limit {
+        Some(bytes) => format!("{bytes} bytes"),
+        None => "unlimited".to_owned(),
+    }
+}
+
 impl SegmentError {
     /// Maps an OS error to the typed variant when there is one.
     pub(crate) fn from_os(
@@ -173,5 +264,43 @@ impl SegmentError {
 impl From<Mismatch> for SegmentError {
     fn from(mismatch: Mismatch) -> SegmentError {
         SegmentError::Incompatible(mismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_pool_names_the_reservation_that_would_do() {
+        let error = SegmentError::HugePagesUnavailable {
+            reason: HugePagesReason::PoolTooSmall {
+                op: "shmget",
+                errno: 12,
+                page_size: 2 << 20,
+                needed: 3,
+                total: 4,
+                available: 1,
+            },
+        };
+        let message = error.to_string();
+        assert!(message.contains("sysctl vm.nr_hugepages=6"), "{message}");
+        assert!(message.starts_with("huge pages unavailable: shmget failed"));
+        // A pool with room suggests what it holds (another process got
+        // there first).
+        assert_eq!(suggested_pool(4, 3, 5), 4);
+    }
+
+    #[test]
+    fn a_failed_lock_names_the_limit() {
+        let lock_failed = |limit| SegmentError::LockFailed {
+            bytes: 8192,
+            limit,
+            source: io::Error::from_raw_os_error(12),
+        };
+        let message = lock_failed(Some(4096)).to_string();
+        assert!(message.contains("8192 bytes"), "{message}");
+        assert!(message.contains("RLIMIT_MEMLOCK: 4096 bytes"), "{message}");
+        assert!(lock_failed(None).to_string().contains("unlimited"));
     }
 }

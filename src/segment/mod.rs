@@ -35,7 +35,7 @@ use std::sync::atomic::{
 use std::time::Duration;
 
 pub use address::{Address, MAX_NAME_LEN, POSIX_PREFIX, PosixName, SysvKey};
-pub use error::{Mismatch, SegmentError};
+pub use error::{HugePagesReason, Mismatch, SegmentError};
 pub use header::{BackingKind, HEADER_SIZE, LAYOUT_VERSION, MAX_PARTICIPANTS};
 pub use liveness::{LIVENESS_LOCK_BASE, LivenessLock, MIN_LIVENESS_KEY};
 pub use participants::{Participant, ProcessIdentity};
@@ -43,7 +43,7 @@ pub use stale::{Removed, StaleReason, remove_stale, remove_stale_where};
 
 use crate::sync::{Deadline, WaitWord};
 use crate::sys::map::{Access, Mapping, MirroredMapping};
-use crate::sys::{self, memfd, shm, sysv};
+use crate::sys::{self, memfd, memory, shm, sysv};
 use header::{Header, HeaderFields, Readiness, Validated};
 
 /// The largest user area we create (1 TiB): far beyond any ring, and small
@@ -98,6 +98,20 @@ impl MirroredMap {
 }
 
 /// How to create a segment.
+///
+/// ```
+/// use ipcring::segment::{CreateOptions, Segment, SegmentError};
+///
+/// // Every page mapped in before the first message, and kept in memory.
+/// let options = CreateOptions::new(1 << 16).prefault(true).lock_memory(true);
+/// match Segment::create_anonymous(&options) {
+///     Ok(segment) => assert_eq!(segment.user_len(), 1 << 16),
+///     // RLIMIT_MEMLOCK too small, and no CAP_IPC_LOCK.
+///     Err(SegmentError::LockFailed { .. }) => {}
+///     Err(e) => return Err(e),
+/// }
+/// # Ok::<(), SegmentError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct CreateOptions {
     user_size: usize,
@@ -105,6 +119,15 @@ pub struct CreateOptions {
     kind: u32,
     register: bool,
     owned: bool,
+    residency: Residency,
+    huge_pages: bool,
+}
+
+/// What a process asks of its own mapping: faulted in at once, locked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Residency {
+    prefault: bool,
+    lock: bool,
 }
 
 impl CreateOptions {
@@ -117,6 +140,8 @@ impl CreateOptions {
             kind: 0,
             register: true,
             owned: false,
+            residency: Residency::default(),
+            huge_pages: false,
         }
     }
 
@@ -149,6 +174,67 @@ impl CreateOptions {
         self
     }
 
+    /// Whether to fault every page of the creator's mapping in while
+    /// creating (`MAP_POPULATE`; for SysV, whose `shmat` has no such flag,
+    /// `MADV_POPULATE_WRITE`), so that the creator's first accesses take no
+    /// page faults. Each process maps the segment itself: openers ask with
+    /// [`OpenOptions::prefault`]. Default: off.
+    pub fn prefault(mut self, prefault: bool) -> CreateOptions {
+        self.residency.prefault = prefault;
+        self
+    }
+
+    /// Whether to lock the creator's mapping in memory (`mlock`), so that
+    /// its pages are never swapped out while this handle maps them.
+    /// Locking faults every page in, as [`prefault`](Self::prefault) does.
+    /// The whole object is locked, header included, and counts against
+    /// `RLIMIT_MEMLOCK` unless the process has `CAP_IPC_LOCK`; when it does
+    /// not fit, creation fails with [`SegmentError::LockFailed`] and
+    /// leaves no segment behind. Openers ask with
+    /// [`OpenOptions::lock_memory`]. Default: off.
+    pub fn lock_memory(mut self, lock: bool) -> CreateOptions {
+        self.residency.lock = lock;
+        self
+    }
+
+    /// Whether the segment's memory comes from the huge page pool: a
+    /// `MFD_HUGETLB` memfd for [`Segment::create_anonymous`], `SHM_HUGETLB`
+    /// for a SysV key. Named POSIX segments do not offer it
+    /// ([`SegmentError::Unsupported`]).
+    ///
+    /// The object's size is rounded up to whole huge pages (the default
+    /// size, `Hugepagesize` in /proc/meminfo), and the user area grows to
+    /// fill them: [`Segment::user_len`] says what you got. The pages are
+    /// taken from the pool while creating (allocated for a memfd, reserved
+    /// by `shmget` for SysV); if it cannot supply them, creation fails with
+    /// [`SegmentError::HugePagesUnavailable`], which says how many pages
+    /// to reserve, and leaves nothing behind.
+    /// [`Segment::map_mirrored`] is `Unsupported` on such a segment.
+    /// Default: off.
+    pub fn huge_pages(mut self, huge_pages: bool) -> CreateOptions {
+        self.huge_pages = huge_pages;
+        self
+    }
+
+    /// The object's size: header and user area, in whole huge pages if
+    /// asked for; and then the huge page pool as it is before we take
+    /// from it (for the error, should it be too small).
+    fn object_size(&self) -> Result<(usize, Option<memory::HugePagePool>), SegmentError> {
+        let total = self.total_size()?;
+        if !self.huge_pages {
+            return Ok((total, None));
+        }
+        let pool = huge_page_pool()?;
+        let page = usize::try_from(pool.page_size).unwrap_or(usize::MAX);
+        let size = total
+            .checked_next_multiple_of(page)
+            .filter(|&size| size <= HEADER_SIZE + MAX_USER_SIZE)
+            .ok_or(SegmentError::InvalidOptions {
+                reason: "user_size rounded up to whole huge pages exceeds 1 TiB",
+            })?;
+        Ok((size, Some(pool)))
+    }
+
     fn total_size(&self) -> Result<usize, SegmentError> {
         if self.user_size == 0 || self.user_size > MAX_USER_SIZE {
             return Err(SegmentError::InvalidOptions {
@@ -172,6 +258,7 @@ pub struct OpenOptions {
     register: bool,
     access: Access,
     allow_foreign_owner: bool,
+    residency: Residency,
 }
 
 impl Default for OpenOptions {
@@ -191,6 +278,7 @@ impl OpenOptions {
             register: true,
             access: Access::ReadWrite,
             allow_foreign_owner: false,
+            residency: Residency::default(),
         }
     }
 
@@ -224,6 +312,25 @@ impl OpenOptions {
     /// process the caller chose to deal with.
     pub fn allow_foreign_owner(mut self, allow: bool) -> OpenOptions {
         self.allow_foreign_owner = allow;
+        self
+    }
+
+    /// Whether to fault every page of this process's mapping in while
+    /// opening (`MAP_POPULATE`; after `shmat`, `MADV_POPULATE_WRITE`, or
+    /// `_READ` for a read-only opener), so that its first accesses take no
+    /// page faults. Default: off.
+    pub fn prefault(mut self, prefault: bool) -> OpenOptions {
+        self.residency.prefault = prefault;
+        self
+    }
+
+    /// Whether to lock this process's mapping in memory (`mlock`) for as
+    /// long as the handle lives; see [`CreateOptions::lock_memory`]. The
+    /// lock is taken once the header is validated and before registering;
+    /// if it fails ([`SegmentError::LockFailed`]) the segment is left as it
+    /// was. Default: off.
+    pub fn lock_memory(mut self, lock: bool) -> OpenOptions {
+        self.residency.lock = lock;
         self
     }
 
@@ -346,6 +453,8 @@ pub struct Segment {
     mapping: Mapping,
     backing: Backing,
     access: Access,
+    /// Asked of `mapping` (and so of mirrored maps made from it).
+    residency: Residency,
     validated: Validated,
     registration: Option<Registration>,
     creator: Option<CreatorHandle>,
@@ -370,10 +479,16 @@ impl Segment {
     /// `shmget` on; openers wait for its header (or, if its creator died,
     /// report it `Abandoned`).
     pub fn create(address: &Address, options: &CreateOptions) -> Result<Segment, SegmentError> {
-        let total = options.total_size()?;
+        options.total_size()?;
+        if options.huge_pages && matches!(address, Address::Posix(_)) {
+            return Err(SegmentError::Unsupported {
+                reason: "huge pages for a named POSIX segment; use a SysV key or an anonymous segment",
+            });
+        }
+        let (total, pool) = options.object_size()?;
         match address {
             Address::Posix(name) => create_posix(name, total, options),
-            Address::SysV(key) => create_sysv(*key, total, options),
+            Address::SysV(key) => create_sysv(*key, total, pool, options),
         }
     }
 
@@ -450,18 +565,39 @@ impl Segment {
     /// shrinking and growing. Share it with a child (see
     /// [`Segment::inheritable_fd`]) or send it over a Unix socket
     /// ([`Segment::send_fd`]).
+    ///
+    /// With [`CreateOptions::huge_pages`] the memfd is on hugetlbfs
+    /// (`MFD_HUGETLB`), and its pages are allocated here.
     pub fn create_anonymous(options: &CreateOptions) -> Result<Segment, SegmentError> {
-        let total = options.total_size()?;
-        let fd = memfd::create("ipcring-anon").map_err(|source| SegmentError::Io {
-            op: "memfd_create",
-            source,
+        let (total, pool) = options.object_size()?;
+        let fd = memfd::create("ipcring-anon", pool.is_some()).map_err(|source| {
+            if pool.is_some() && source.kind() == std::io::ErrorKind::InvalidInput {
+                SegmentError::HugePagesUnavailable {
+                    reason: HugePagesReason::NotSupported,
+                }
+            } else {
+                SegmentError::Io {
+                    op: "memfd_create",
+                    source,
+                }
+            }
         })?;
         let io = |op| move |source| SegmentError::Io { op, source };
+        // Where the huge page pool runs short: sizing (in principle),
+        // allocating, or mapping.
+        let sized = |op| {
+            move |source| match pool {
+                Some(pool) => huge_pages_error(op, total, pool, source),
+                None => SegmentError::Io { op, source },
+            }
+        };
         shm::fchmod(&fd, options.mode).map_err(io("fchmod"))?;
-        shm::set_len(&fd, total as u64).map_err(io("ftruncate"))?;
-        shm::reserve(&fd, total as u64).map_err(io("posix_fallocate"))?;
+        shm::set_len(&fd, total as u64).map_err(sized("ftruncate"))?;
+        shm::reserve(&fd, total as u64).map_err(sized("posix_fallocate"))?;
         memfd::add_seals(&fd, memfd::SIZE_SEALS).map_err(io("fcntl(F_ADD_SEALS)"))?;
-        let mapping = Mapping::map_fd(&fd, total, Access::ReadWrite).map_err(io("mmap"))?;
+        let mapping =
+            Mapping::map_fd_with(&fd, total, Access::ReadWrite, options.residency.prefault)
+                .map_err(sized("mmap"))?;
         Segment::initialize(mapping, Backing::Memfd { fd }, BackingKind::Memfd, options)
     }
 
@@ -475,7 +611,13 @@ impl Segment {
         }
         let size = shm::fstat(&fd).map_err(io("fstat"))?.size;
         check_min_size(size)?;
-        let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
+        let mapping = Mapping::map_fd_with(
+            &fd,
+            size as usize,
+            options.access,
+            options.residency.prefault,
+        )
+        .map_err(io("mmap"))?;
         let deadline = Deadline::after(options.timeout);
         // A memfd is shared only once its creator has initialised it: an
         // unready one will stay so.
@@ -555,7 +697,11 @@ impl Segment {
     /// mapped by file offset (`shmat` maps it whole): `WrongBacking`. The
     /// new mapping is registered with the SIGBUS handler like the
     /// segment's own, so a truncated file breaks it instead of killing the
-    /// process. It is read-only if the segment was opened read-only.
+    /// process. It is read-only if the segment was opened read-only. It
+    /// is populated and locked if the segment's own mapping was asked to be
+    /// ([`OpenOptions::prefault`], [`OpenOptions::lock_memory`]; a lock
+    /// that fails is `LockFailed`). A segment on huge pages is
+    /// `Unsupported`.
     ///
     /// ```
     /// use ipcring::segment::{CreateOptions, HEADER_SIZE, Segment, page_size};
@@ -580,6 +726,19 @@ impl Segment {
         let Some(fd) = self.file() else {
             return Err(SegmentError::WrongBacking("sysv"));
         };
+        let on_huge_pages = memory::hugetlbfs_page_size(fd)
+            .map_err(|source| SegmentError::Io {
+                op: "fstatfs",
+                source,
+            })?
+            .is_some();
+        if on_huge_pages {
+            // The header's single small page puts the user area off any
+            // huge page boundary.
+            return Err(SegmentError::Unsupported {
+                reason: "mirrored maps of a segment on huge pages",
+            });
+        }
         let page = page_size();
         let fits = offset
             .checked_add(len)
@@ -595,12 +754,22 @@ impl Segment {
                 reason: "a mirrored range must start and end on page boundaries",
             });
         }
-        let mapping = MirroredMapping::map_fd(fd, file_offset as u64, len, self.access).map_err(
-            |source| SegmentError::Io {
-                op: "mmap (mirrored)",
-                source,
-            },
-        )?;
+        let mapping = MirroredMapping::map_fd(
+            fd,
+            file_offset as u64,
+            len,
+            self.access,
+            self.residency.prefault,
+        )
+        .map_err(|source| SegmentError::Io {
+            op: "mmap (mirrored)",
+            source,
+        })?;
+        if self.residency.lock {
+            mapping
+                .lock()
+                .map_err(|source| lock_failed(2 * len, source))?;
+        }
         Ok(MirroredMap { mapping })
     }
 
@@ -879,6 +1048,11 @@ impl Segment {
         backing_kind: BackingKind,
         options: &CreateOptions,
     ) -> Result<Segment, SegmentError> {
+        // Before the header is written, so that a failure leaves nothing an
+        // opener could mistake for a segment (our callers remove the object).
+        if options.residency.lock {
+            lock_mapping(&mapping)?;
+        }
         let creator = if options.owned {
             // Taken before the header is published, so no one sees an owned
             // segment without its creator's lock while the creator lives.
@@ -918,6 +1092,7 @@ impl Segment {
             mapping,
             backing,
             access: Access::ReadWrite,
+            residency: options.residency,
             validated,
             registration: None,
             creator,
@@ -976,10 +1151,15 @@ impl Segment {
             Backing::Memfd { .. } => BackingKind::Memfd,
         };
         let validated = header.validate(actual_size, actual_backing, options.kind)?;
+        // Only once the segment is known to be ours, and before we register.
+        if options.residency.lock {
+            lock_mapping(&mapping)?;
+        }
         let mut segment = Segment {
             mapping,
             backing,
             access: options.access,
+            residency: options.residency,
             validated,
             registration: None,
             creator: None,
@@ -1318,6 +1498,65 @@ fn posix_c_name(name: &PosixName) -> std::ffi::CString {
     shm::c_name(&name.file_name()).unwrap_or_default()
 }
 
+/// The default huge page pool; `NotSupported` if the kernel has none.
+fn huge_page_pool() -> Result<memory::HugePagePool, SegmentError> {
+    memory::huge_page_pool()
+        .map_err(|source| SegmentError::Io {
+            op: "read /proc/meminfo",
+            source,
+        })?
+        .ok_or(SegmentError::HugePagesUnavailable {
+            reason: HugePagesReason::NotSupported,
+        })
+}
+
+/// The error for `op` failing while a segment of `total` bytes takes its
+/// pages from the huge page `pool` (as it was before we asked): `ENOMEM`,
+/// `ENOSPC` and `EINVAL` there mean the pool is short (hugetlbfs reports
+/// it as each of them, depending on the call).
+fn huge_pages_error(
+    op: &'static str,
+    total: usize,
+    pool: memory::HugePagePool,
+    source: std::io::Error,
+) -> SegmentError {
+    use std::io::ErrorKind;
+    let short = matches!(
+        source.kind(),
+        ErrorKind::OutOfMemory | ErrorKind::StorageFull | ErrorKind::InvalidInput
+    );
+    if !short {
+        return SegmentError::Io { op, source };
+    }
+    SegmentError::HugePagesUnavailable {
+        reason: HugePagesReason::PoolTooSmall {
+            op,
+            errno: source.raw_os_error().unwrap_or(0),
+            page_size: pool.page_size,
+            needed: (total as u64).div_ceil(pool.page_size),
+            total: pool.total,
+            available: pool.available,
+        },
+    }
+}
+
+/// `mlock`s a segment's mapping.
+fn lock_mapping(mapping: &Mapping) -> Result<(), SegmentError> {
+    mapping
+        .lock()
+        .map_err(|source| lock_failed(mapping.len(), source))
+}
+
+fn lock_failed(bytes: usize, source: std::io::Error) -> SegmentError {
+    SegmentError::LockFailed {
+        bytes: bytes as u64,
+        // Read after the failure, for the message; unreadable counts as
+        // unlimited, which cannot have been the cause.
+        limit: memory::memlock_limit().ok().flatten(),
+        source,
+    }
+}
+
 /// Runs a cleanup unless disarmed: removes a half-created object when
 /// creation fails after the OS object exists.
 struct RemoveOnError<F: FnMut()> {
@@ -1363,7 +1602,8 @@ fn create_posix(
     let fd = shm::create_unnamed(options.mode).map_err(io("open(O_TMPFILE) in /dev/shm"))?;
     shm::set_len(&fd, total as u64).map_err(io("ftruncate"))?;
     shm::reserve(&fd, total as u64).map_err(io("posix_fallocate"))?;
-    let mapping = Mapping::map_fd(&fd, total, Access::ReadWrite).map_err(io("mmap"))?;
+    let mapping = Mapping::map_fd_with(&fd, total, Access::ReadWrite, options.residency.prefault)
+        .map_err(io("mmap"))?;
     let backing = Backing::Posix {
         name: name.clone(),
         fd,
@@ -1376,19 +1616,33 @@ fn create_posix(
     Ok(segment)
 }
 
+/// `pool` is the huge page pool before creating, if `options` ask for
+/// huge pages.
 fn create_sysv(
     key: SysvKey,
     total: usize,
+    pool: Option<memory::HugePagePool>,
     options: &CreateOptions,
 ) -> Result<Segment, SegmentError> {
     let address = Address::SysV(key);
-    let id = sysv::create_exclusive(key.get(), total, options.mode)
-        .map_err(|e| SegmentError::from_os("shmget", &address, e))?;
+    let id = sysv::create_exclusive(key.get(), total, options.mode, pool.is_some()).map_err(
+        |e| match (e.kind(), pool) {
+            // EPERM: not the caller's key (that is EEXIST), but SHM_HUGETLB.
+            (std::io::ErrorKind::PermissionDenied, Some(_)) => SegmentError::HugePagesUnavailable {
+                reason: HugePagesReason::NotPermitted,
+            },
+            // shmget reserves the pages, and says ENOMEM if it cannot.
+            (std::io::ErrorKind::OutOfMemory, Some(pool)) => {
+                huge_pages_error("shmget", total, pool, e)
+            }
+            _ => SegmentError::from_os("shmget", &address, e),
+        },
+    )?;
     let guard = RemoveOnError::new(|| {
         let _ = sysv::remove(id);
     });
-    let mapping =
-        sysv::attach(id, total, Access::ReadWrite).map_err(|e| sysv_error("shmat", &address, e))?;
+    let mapping = sysv::attach_with(id, total, Access::ReadWrite, options.residency.prefault)
+        .map_err(|e| sysv_error("shmat", &address, e))?;
     let segment = Segment::initialize(
         mapping,
         Backing::SysV { key, id },
@@ -1423,7 +1677,13 @@ fn open_posix(
         });
     }
     check_min_size(size)?;
-    let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
+    let mapping = Mapping::map_fd_with(
+        &fd,
+        size as usize,
+        options.access,
+        options.residency.prefault,
+    )
+    .map_err(io("mmap"))?;
     let backing = Backing::Posix {
         name: name.clone(),
         fd,
@@ -1442,8 +1702,13 @@ fn open_sysv(
     check_owner(&address, stat.uid, options)?;
     let size = stat.size;
     check_min_size(size)?;
-    let mapping = sysv::attach(id, size as usize, options.access)
-        .map_err(|e| sysv_error("shmat", &address, e))?;
+    let mapping = sysv::attach_with(
+        id,
+        size as usize,
+        options.access,
+        options.residency.prefault,
+    )
+    .map_err(|e| sysv_error("shmat", &address, e))?;
     let creator_gone = || sysv_creator_gone(stat.creator_pid);
     Segment::attach(
         mapping,

@@ -98,7 +98,7 @@ mod tests {
     use super::*;
 
     fn memfd() -> OwnedFd {
-        super::super::memfd::create("lock-test").unwrap()
+        super::super::memfd::create("lock-test", false).unwrap()
     }
 
     #[test]

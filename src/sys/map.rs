@@ -8,15 +8,21 @@
 //! [`MirroredMapping`] maps one range of a file twice, back to back, so
 //! that a ring buffer in that range can be read and written across its end
 //! with one contiguous access.
+//!
+//! Either kind can be populated (every page faulted in before the first
+//! access: `MAP_POPULATE` for `mmap`, `MADV_POPULATE_READ`/`_WRITE` after
+//! `shmat`) and locked (`mlock`: never paged out). A lock lasts as long
+//! as the mapping; unmapping ends it.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::sigbus::{self, Protection};
+use super::{cvt, retry_eintr};
 
 /// Whether a mapping may be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +40,7 @@ pub enum Access {
 #[derive(Debug)]
 pub struct Mapping {
     inner: Inner,
+    access: Access,
     /// The SIGBUS registration of a file mapping; `None` for SysV (its size
     /// cannot change) or when protection is off or full.
     protection: Option<Protection<'static>>,
@@ -55,8 +62,24 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps `len` bytes of `fd` from offset 0, shared.
     pub fn map_fd(fd: impl AsFd, len: usize, access: Access) -> io::Result<Mapping> {
+        Mapping::map_fd_with(fd, len, access, false)
+    }
+
+    /// As [`map_fd`](Self::map_fd), and with `populate`, `MAP_POPULATE`:
+    /// the kernel maps every page of the file in before returning, so the
+    /// first accesses take no page faults. Like any `MAP_POPULATE`, it is
+    /// best effort: pages it could not bring in fault later as usual.
+    pub fn map_fd_with(
+        fd: impl AsFd,
+        len: usize,
+        access: Access,
+        populate: bool,
+    ) -> io::Result<Mapping> {
         let mut options = MmapOptions::new();
         options.len(len);
+        if populate {
+            options.populate();
+        }
         let fd = fd.as_fd();
         let raw = match access {
             Access::ReadOnly => options.map_raw_read_only(&fd)?,
@@ -67,16 +90,31 @@ impl Mapping {
         let protection = sigbus::protect(raw.as_mut_ptr(), raw.len(), access == Access::ReadWrite);
         Ok(Mapping {
             inner: Inner::Mmap(raw),
+            access,
             protection,
         })
     }
 
     /// Wraps an address returned by `shmat`, so that drop detaches it.
-    pub(super) fn from_shmat(addr: *mut u8, len: usize) -> Mapping {
+    pub(super) fn from_shmat(addr: *mut u8, len: usize, access: Access) -> Mapping {
         Mapping {
             inner: Inner::SysV { addr, len },
+            access,
             protection: None,
         }
+    }
+
+    /// Faults every page of the mapping in now: see [`populate`].
+    pub fn populate(&self) -> io::Result<()> {
+        populate(self.as_ptr(), self.len(), self.access)
+    }
+
+    /// Locks the mapping's pages in memory (`mlock`), faulting them in
+    /// first, until it is unmapped. Fails with `EPERM` or `ENOMEM` when
+    /// `RLIMIT_MEMLOCK` (without `CAP_IPC_LOCK`) does not cover it, with
+    /// `EAGAIN` if some pages could not be locked.
+    pub fn lock(&self) -> io::Result<()> {
+        lock(self.as_ptr(), self.len())
     }
 
     /// The first byte of the mapping (page-aligned).
@@ -117,6 +155,47 @@ impl Drop for Mapping {
         }
         // MmapRaw unmaps itself.
     }
+}
+
+/// Faults in every page of `ptr..ptr + len`, a range we map shared with
+/// `access`: `MADV_POPULATE_WRITE` (or `_READ` for a read-only range),
+/// which, unlike `MAP_POPULATE`, reports a failure. Kernels before 5.14
+/// know neither advice (`EINVAL`); there each page is touched with a read
+/// instead, which for shared memory maps it in (writable, if the mapping
+/// is) without changing a byte.
+fn populate(ptr: *mut u8, len: usize, access: Access) -> io::Result<()> {
+    let advice = match access {
+        Access::ReadOnly => libc::MADV_POPULATE_READ,
+        Access::ReadWrite => libc::MADV_POPULATE_WRITE,
+    };
+    // SAFETY: the range is a mapping of ours; populating faults its pages in
+    // and changes neither their contents nor the mapping.
+    let advised = retry_eintr(|| cvt(unsafe { libc::madvise(ptr.cast(), len, advice) }));
+    match advised {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            touch_pages(ptr, len);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads one byte of each page of `ptr..ptr + len`, a range we map.
+fn touch_pages(ptr: *mut u8, len: usize) {
+    for offset in (0..len).step_by(page_size()) {
+        // SAFETY: `offset < len`, so the byte is inside the mapping, which
+        // outlives this call; another process may write it, so it is read
+        // as an atomic, and the value is unused.
+        unsafe { (*ptr.add(offset).cast::<AtomicU8>()).load(Ordering::Relaxed) };
+    }
+}
+
+/// `mlock` of a range we map.
+fn lock(ptr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: the range is a mapping of ours; mlock only pins its pages
+    // (faulting them in) and changes no byte and no mapping.
+    cvt(unsafe { libc::mlock(ptr.cast_const().cast(), len) }).map(drop)
 }
 
 /// The size of a page: what mappings, their lengths and their file offsets
@@ -185,12 +264,14 @@ impl MirroredMapping {
     /// Maps `len` bytes of `fd` from byte `offset` twice, back to back.
     /// `offset` and `len` must be multiples of the page size, `len` not 0
     /// (else `InvalidInput`); the file must be at least `offset + len`
-    /// bytes long (the caller checked).
+    /// bytes long (the caller checked). With `populate`, each half is
+    /// mapped with `MAP_POPULATE`, as [`Mapping::map_fd_with`] does.
     pub fn map_fd(
         fd: impl AsFd,
         offset: u64,
         len: usize,
         access: Access,
+        populate: bool,
     ) -> io::Result<MirroredMapping> {
         let page = page_size();
         let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
@@ -223,6 +304,10 @@ impl MirroredMapping {
             return Err(io::Error::last_os_error());
         }
         let reservation = Reservation { base, total };
+        let mut flags = libc::MAP_SHARED | libc::MAP_FIXED;
+        if populate {
+            flags |= libc::MAP_POPULATE;
+        }
         for half in 0..2 {
             let at = base.cast::<u8>().wrapping_add(half * len).cast();
             // SAFETY: `at..at + len` lies inside our own reservation, which
@@ -232,7 +317,7 @@ impl MirroredMapping {
                     at,
                     len,
                     protection,
-                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    flags,
                     fd.as_fd().as_raw_fd(),
                     file_offset,
                 )
@@ -267,6 +352,12 @@ impl MirroredMapping {
         self.len
     }
 
+    /// Locks both copies in memory (`mlock`) until unmapped; see
+    /// [`Mapping::lock`].
+    pub fn lock(&self) -> io::Result<()> {
+        lock(self.base.as_ptr(), 2 * self.len)
+    }
+
     /// Whether a truncation of the file made an access fault, so that the
     /// whole range (both copies) now holds private zeros.
     pub fn is_broken(&self) -> bool {
@@ -289,14 +380,15 @@ impl Drop for MirroredMapping {
 mod tests {
     use super::*;
     use crate::sys::{memfd, shm};
+    use std::os::fd::OwnedFd;
 
     #[test]
     fn both_copies_are_the_same_memory() {
         let page = page_size();
-        let fd = memfd::create("mirror-test").unwrap();
+        let fd = memfd::create("mirror-test", false).unwrap();
         shm::set_len(&fd, 4 * page as u64).unwrap();
         let mirror =
-            MirroredMapping::map_fd(&fd, page as u64, 2 * page, Access::ReadWrite).unwrap();
+            MirroredMapping::map_fd(&fd, page as u64, 2 * page, Access::ReadWrite, false).unwrap();
         let base = mirror.as_ptr();
         let len = mirror.len();
         assert_eq!(len, 2 * page);
@@ -320,14 +412,64 @@ mod tests {
         assert_eq!(unsafe { whole.as_ptr().add(3 * page - 1).read() }, b'c');
     }
 
+    /// Kilobytes of the mapping at `addr` that are resident in our page
+    /// tables, as /proc/self/smaps says.
+    fn rss_kb(addr: *mut u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let addr = addr as usize;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().and_then(|r| {
+                let (start, end) = r.split_once('-')?;
+                Some((
+                    usize::from_str_radix(start, 16).ok()?,
+                    usize::from_str_radix(end, 16).ok()?,
+                ))
+            });
+            if let Some((start, end)) = range {
+                inside = (start..end).contains(&addr);
+            } else if let Some(kb) = line.strip_prefix("Rss:").filter(|_| inside) {
+                return kb.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+        panic!("no mapping at {addr:#x} in smaps");
+    }
+
+    fn memfd_of(pages: usize) -> OwnedFd {
+        let fd = memfd::create("populate-test", false).unwrap();
+        shm::set_len(&fd, (pages * page_size()) as u64).unwrap();
+        shm::reserve(&fd, (pages * page_size()) as u64).unwrap();
+        fd
+    }
+
+    #[test]
+    fn populating_maps_every_page_in() {
+        let pages = 16;
+        let kb = (pages * page_size() / 1024) as u64;
+        let fd = memfd_of(pages);
+        let lazy = Mapping::map_fd(&fd, pages * page_size(), Access::ReadWrite).unwrap();
+        assert_eq!(rss_kb(lazy.as_ptr()), 0, "nothing touched yet");
+        lazy.populate().unwrap();
+        assert_eq!(rss_kb(lazy.as_ptr()), kb, "MADV_POPULATE_WRITE");
+
+        let eager = Mapping::map_fd_with(&fd, pages * page_size(), Access::ReadOnly, true).unwrap();
+        assert_eq!(rss_kb(eager.as_ptr()), kb, "MAP_POPULATE");
+
+        // The fallback for kernels without MADV_POPULATE_*.
+        let touched = Mapping::map_fd(&fd, pages * page_size(), Access::ReadWrite).unwrap();
+        assert_eq!(rss_kb(touched.as_ptr()), 0);
+        touch_pages(touched.as_ptr(), touched.len());
+        assert_eq!(rss_kb(touched.as_ptr()), kb, "touched");
+    }
+
     #[test]
     fn misaligned_or_empty_ranges_are_refused() {
         let page = page_size();
-        let fd = memfd::create("mirror-test").unwrap();
+        let fd = memfd::create("mirror-test", false).unwrap();
         shm::set_len(&fd, 4 * page as u64).unwrap();
         for (offset, len) in [(0, 0), (1, page), (0, page + 1), (0, usize::MAX / 2 + 1)] {
-            let error =
-                MirroredMapping::map_fd(&fd, offset as u64, len, Access::ReadWrite).unwrap_err();
+            let error = MirroredMapping::map_fd(&fd, offset as u64, len, Access::ReadWrite, false)
+                .unwrap_err();
             assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{offset} {len}");
         }
     }

@@ -16,11 +16,19 @@ pub const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | li
 pub const SEAL_SHRINK: libc::c_int = libc::F_SEAL_SHRINK;
 
 /// Creates an unsized, sealable memfd; `name` shows in `/proc/PID/fd`.
-pub fn create(name: &str) -> io::Result<OwnedFd> {
+///
+/// With `huge_pages` it is on hugetlbfs (`MFD_HUGETLB`, the default huge
+/// page size): its size must be a multiple of the huge page size, and its
+/// pages come from the huge page pool. Sizing it succeeds even when the
+/// pool is empty; allocating (`posix_fallocate`) or mapping it then fails.
+pub fn create(name: &str, huge_pages: bool) -> io::Result<OwnedFd> {
     let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    if huge_pages {
+        flags |= libc::MFD_HUGETLB;
+    }
     // SAFETY: `name` is NUL-terminated and outlives the call.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     let fd = cvt(fd)?;
     // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

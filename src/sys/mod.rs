@@ -22,6 +22,8 @@ pub(crate) mod map;
 #[cfg(not(loom))]
 pub(crate) mod memfd;
 #[cfg(not(loom))]
+pub(crate) mod memory;
+#[cfg(not(loom))]
 pub(crate) mod process;
 #[cfg(not(loom))]
 pub(crate) mod shm;

@@ -577,7 +577,7 @@ mod tests {
     #[test]
     fn repair_replaces_a_truncated_file_mapping_with_zeros() {
         use crate::sys::{memfd, shm};
-        let fd = memfd::create("sigbus-test").unwrap();
+        let fd = memfd::create("sigbus-test", false).unwrap();
         shm::set_len(&fd, 3 * 4096).unwrap();
         let map = memmap2::MmapOptions::new()
             .len(3 * 4096)

@@ -50,9 +50,16 @@ pub fn is_removed(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::EIDRM | libc::EINVAL))
 }
 
-/// Creates a segment for `key` exclusively; returns its id.
-pub fn create_exclusive(key: i32, size: usize, mode: u32) -> io::Result<i32> {
-    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
+/// Creates a segment for `key` exclusively; returns its id. With
+/// `huge_pages`, its memory comes from the default huge page pool
+/// (`SHM_HUGETLB`) and is reserved now: an empty pool fails here with
+/// `ENOMEM`, and a caller without `CAP_IPC_LOCK` (or membership of
+/// `vm.hugetlb_shm_group`, or enough `RLIMIT_MEMLOCK`) with `EPERM`.
+pub fn create_exclusive(key: i32, size: usize, mode: u32, huge_pages: bool) -> io::Result<i32> {
+    let mut flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
+    if huge_pages {
+        flags |= libc::SHM_HUGETLB;
+    }
     // SAFETY: plain syscall with integer arguments.
     cvt(unsafe { libc::shmget(key, size, flags) })
 }
@@ -81,6 +88,12 @@ pub fn stat(id: i32) -> io::Result<ShmStat> {
 
 /// Attaches `len` bytes of segment `id` (the caller checked the size).
 pub fn attach(id: i32, len: usize, access: Access) -> io::Result<Mapping> {
+    attach_with(id, len, access, false)
+}
+
+/// As [`attach`], and with `populate`, faults every page in before
+/// returning (`shmat` has no `MAP_POPULATE`; see [`Mapping::populate`]).
+pub fn attach_with(id: i32, len: usize, access: Access, populate: bool) -> io::Result<Mapping> {
     let flags = match access {
         Access::ReadOnly => libc::SHM_RDONLY,
         Access::ReadWrite => 0,
@@ -95,7 +108,12 @@ pub fn attach(id: i32, len: usize, access: Access) -> io::Result<Mapping> {
             Ok(addr)
         }
     })?;
-    Ok(Mapping::from_shmat(addr.cast(), len))
+    let mapping = Mapping::from_shmat(addr.cast(), len, access);
+    if populate {
+        // On failure the mapping drops here, detaching.
+        mapping.populate()?;
+    }
+    Ok(mapping)
 }
 
 /// Marks segment `id` for removal: its key is free at once, the memory goes

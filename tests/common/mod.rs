@@ -181,3 +181,79 @@ pub fn ipcring_cli() -> Command {
     });
     Command::new(path)
 }
+
+/// What /proc/self/smaps says about the mapping that holds one address.
+#[derive(Debug)]
+pub struct MappingStats {
+    /// Bytes of the mapping (its address range).
+    pub size: u64,
+    /// Bytes of it mapped in our page tables (`Rss`); huge pages count
+    /// in `hugetlb` instead.
+    pub resident: u64,
+    /// Bytes of huge pages mapped (`Shared_Hugetlb` + `Private_Hugetlb`).
+    pub hugetlb: u64,
+    /// Our proportional share of its locked bytes (`Locked`).
+    pub locked: u64,
+    /// The page size backing it (`KernelPageSize`).
+    pub page_size: u64,
+    /// Whether it is `mlock`ed (`lo` in `VmFlags`).
+    pub lock_flag: bool,
+}
+
+/// The smaps entry of the mapping that holds `addr`.
+pub fn mapping_stats(addr: *const u8) -> MappingStats {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let addr = addr as u64;
+    let mut found: Option<MappingStats> = None;
+    for line in smaps.lines() {
+        let range = line.split_whitespace().next().and_then(|range| {
+            let (start, end) = range.split_once('-')?;
+            Some((
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+            ))
+        });
+        if let Some((start, end)) = range {
+            if found.is_some() {
+                break;
+            }
+            if (start..end).contains(&addr) {
+                found = Some(MappingStats {
+                    size: end - start,
+                    resident: 0,
+                    hugetlb: 0,
+                    locked: 0,
+                    page_size: 0,
+                    lock_flag: false,
+                });
+            }
+            continue;
+        }
+        let Some(stats) = found.as_mut() else {
+            continue;
+        };
+        let kb = |rest: &str| -> u64 {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+                * 1024
+        };
+        if let Some(rest) = line.strip_prefix("Rss:") {
+            stats.resident = kb(rest);
+        } else if let Some(rest) = line
+            .strip_prefix("Shared_Hugetlb:")
+            .or_else(|| line.strip_prefix("Private_Hugetlb:"))
+        {
+            stats.hugetlb += kb(rest);
+        } else if let Some(rest) = line.strip_prefix("Locked:") {
+            stats.locked = kb(rest);
+        } else if let Some(rest) = line.strip_prefix("KernelPageSize:") {
+            stats.page_size = kb(rest);
+        } else if let Some(rest) = line.strip_prefix("VmFlags:") {
+            stats.lock_flag = rest.split_whitespace().any(|flag| flag == "lo");
+        }
+    }
+    found.unwrap_or_else(|| panic!("no mapping holds {addr:#x}"))
+}
