@@ -41,6 +41,7 @@ use machine::{Machine, Placement};
 use process::Inherited;
 use report::{RowResult, Skipped};
 use rows::{Row, Scenario, Setup, Weight};
+use transports::residency::FIRST_LAP_ROUNDS;
 
 /// Capacity of the in-process queues, in items (32 KiB): deep enough that
 /// the two sides rarely wait for each other, small enough to stay in cache.
@@ -168,17 +169,21 @@ impl Plan {
             }
             // Two seconds at the rate.
             (Scenario::Paced { rate }, _) => rate * 2,
+            // One lap of the ring, which is sized for it.
+            (Scenario::FirstLap, _) => FIRST_LAP_ROUNDS as u64,
         }
     }
 
     fn counts(&self, row: &Row) -> Counts {
         let measured = (Self::full_count(row) / self.divisor).max(MIN_MEASURED);
-        Counts {
-            // 10% warm-up: page faults, cache misses and the first
-            // wake-ups land here, not in the figures.
-            warmup: (measured / 10).max(1),
-            measured,
-        }
+        // 10% warm-up: page faults, cache misses and the first wake-ups
+        // land here, not in the figures. First-lap rows measure exactly
+        // those, so they have none.
+        let warmup = match row.scenario {
+            Scenario::FirstLap => 0,
+            _ => (measured / 10).max(1),
+        };
+        Counts { warmup, measured }
     }
 
     /// `ipcring bench-child <row> ...`; the spawner adds the descriptors.

@@ -149,11 +149,16 @@ impl Inherited {
 
     /// The `index`th segment the parent shared (`Spawner::share_segment`).
     pub fn segment(&self, index: usize) -> Result<Segment, String> {
+        self.segment_with(index, &OpenOptions::new())
+    }
+
+    /// [`Inherited::segment`], opened with `options` (prefault, lock).
+    pub fn segment_with(&self, index: usize, options: &OpenOptions) -> Result<Segment, String> {
         let fd = *self
             .segment_fds
             .get(index)
             .ok_or_else(|| format!("the parent shared no segment number {index}"))?;
-        Segment::open_inherited(fd, &OpenOptions::new())
+        Segment::open_inherited(fd, options)
             .map_err(|e| format!("opening the inherited segment: {e}"))
     }
 

@@ -57,7 +57,7 @@ impl RowResult<'_> {
     fn floor_ns(&self, hw_limit: Option<&RowResult>) -> Option<u64> {
         let round_trip = hw_limit?.measurement.latency?.p50;
         match self.row.scenario {
-            Scenario::PingPong => Some(round_trip),
+            Scenario::PingPong | Scenario::FirstLap => Some(round_trip),
             Scenario::Paced { .. } => Some(round_trip / 2),
             Scenario::Throughput => None,
         }
@@ -250,8 +250,9 @@ pub fn table(
             out += &format!("  {:<40} {}\n", skip.row, skip.reason);
         }
     }
-    out += "\nmsgs/s: round trips (pingpong) or messages (throughput, paced) per second.\n\
-            p50..max: round trip (pingpong); one-way from the intended send time (paced).\n\
+    out += "\nmsgs/s: round trips (pingpong, first-lap) or messages (throughput, paced) per second.\n\
+            p50..max: round trip (pingpong, first-lap); one-way from the intended send time\n\
+            (paced). first-lap: the ring's first lap after attach, no warm-up.\n\
             cpu/msg: CPU time of both sides per round trip or message; futex: futex syscalls\n\
             per round trip or message, both sides (ipcring rows only).\n\
             vs pipe: times faster than the pipe row of the same scenario and size (by p50,\n\

@@ -14,6 +14,7 @@ use super::transports::ipcring::{MpmcPingPong, MpmcStream, SpscPingPong, SpscStr
 use super::transports::kernel::{EventFd, PosixMq, SysvMsg, UnixDgram};
 use super::transports::messages::{QueuePingPong, RecordPingPong};
 use super::transports::queues::{CrossbeamArrayQueue, Rtrb};
+use super::transports::residency::{Residency, ResidentSpsc};
 use super::transports::stream::{Kind, Stream};
 
 /// How a row's waiting side passes the time: ipcring's wait strategies
@@ -47,6 +48,9 @@ pub enum Scenario {
     /// Messages flow one way at `rate` per second; each one's latency is
     /// timed from when it was meant to be sent.
     Paced { rate: u64 },
+    /// Ping-pong over the ring's first lap after the child attached, with
+    /// no warm-up: every round trip uses slots not touched since.
+    FirstLap,
 }
 
 impl Scenario {
@@ -55,6 +59,7 @@ impl Scenario {
             Scenario::PingPong => "pingpong",
             Scenario::Throughput => "throughput",
             Scenario::Paced { .. } => "paced",
+            Scenario::FirstLap => "first-lap",
         }
     }
 
@@ -191,6 +196,42 @@ static TWO_WAY: &[TwoWay] = &[
 
 /// The transports of the paced scenario: the pipe baseline, ipcring SPSC
 /// in each wait strategy, and the cheap kernel ones.
+/// SPSC ping-pong (busy-spin, so no wake-up blurs the page faults) with
+/// each set of residency options, for the steady and first-lap rows.
+static RESIDENT: &[(&str, ResidentSpsc, ResidentSpsc)] = &[
+    (
+        "ipcring-spsc",
+        resident(Residency::NONE, false),
+        resident(Residency::NONE, true),
+    ),
+    (
+        "ipcring-spsc-populate",
+        resident(Residency::PREFAULT, false),
+        resident(Residency::PREFAULT, true),
+    ),
+    (
+        "ipcring-spsc-mlock",
+        resident(Residency::PREFAULT_LOCK, false),
+        resident(Residency::PREFAULT_LOCK, true),
+    ),
+    (
+        "ipcring-spsc-huge",
+        resident(Residency::HUGE_PAGES, false),
+        resident(Residency::HUGE_PAGES, true),
+    ),
+];
+
+const fn resident(residency: Residency, first_lap: bool) -> ResidentSpsc {
+    ResidentSpsc {
+        strategy: WaitStrategy::BusySpin,
+        residency,
+        first_lap,
+    }
+}
+
+/// Sizes of the residency rows: the SPSC payload sizes.
+const RESIDENT_SIZES: [usize; 3] = [8, 64, 1024];
+
 const PACED: [&str; 4] = ["ipcring-spsc", "pipe", "uds-stream", "eventfd"];
 
 /// Throughput rows of the message transports move one message per call.
@@ -271,6 +312,30 @@ pub fn rows() -> Vec<Row> {
             weight: Weight::Light,
             futex: false,
         });
+    }
+    for size in RESIDENT_SIZES {
+        for (transport, steady, first_lap) in RESIDENT {
+            // Plain busy-spin SPSC ping-pong is already in TWO_WAY.
+            let scenarios: &[(Scenario, &'static ResidentSpsc)] = if *transport == "ipcring-spsc" {
+                &[(Scenario::FirstLap, first_lap)]
+            } else {
+                &[
+                    (Scenario::PingPong, steady),
+                    (Scenario::FirstLap, first_lap),
+                ]
+            };
+            for &(scenario, link) in scenarios {
+                rows.push(Row {
+                    transport,
+                    mode: Mode::Spin,
+                    scenario,
+                    size,
+                    setup: Setup::TwoWay(link),
+                    weight: Weight::Light,
+                    futex: true,
+                });
+            }
+        }
     }
     for rate in PACED_RATES {
         for &(transport, mode, link, _, futex) in TWO_WAY {

@@ -156,7 +156,7 @@ fn check_row(row: &Value) {
         "futex_calls_per_msg is a number for ipcring rows only: {row}"
     );
     match row["scenario"].as_str().expect("scenario") {
-        "pingpong" | "paced" => {
+        "pingpong" | "paced" | "first-lap" => {
             let latency: Vec<u64> = LATENCY_FIELDS
                 .iter()
                 .map(|field| row[*field].as_u64().expect("latency in ns"))
@@ -252,6 +252,25 @@ fn smoke_run_reports_every_transport_and_leaves_nothing_behind() {
                     && row["scenario"] == "paced"
                     && row["rate"] == rate),
                 "no {transport} paced row at {rate}/s: {report}"
+            );
+        }
+    }
+
+    // The residency rows: the first lap after attach, plain and with each
+    // option, at every SPSC payload size; huge pages may be skipped (with
+    // the reason) where none are reserved, the others must run.
+    for transport in [
+        "ipcring-spsc",
+        "ipcring-spsc-populate",
+        "ipcring-spsc-mlock",
+        "ipcring-spsc-huge",
+    ] {
+        for size in [8, 64, 1024] {
+            let id = format!("{transport}/spin/first-lap/{size}");
+            let may_skip = transport == "ipcring-spsc-huge";
+            assert!(
+                measured.contains(id.as_str()) || (may_skip && not_measured.contains(id.as_str())),
+                "{id} missing: {report}"
             );
         }
     }

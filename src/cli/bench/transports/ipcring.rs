@@ -26,7 +26,7 @@ use crate::bench::process::{Inherited, Spawner};
 /// Slots per direction for ping-pong and paced rows: ping-pong keeps at
 /// most one message in flight; a paced sender that gets this far ahead
 /// waits, and the wait shows in the latencies.
-const PINGPONG_CAPACITY: usize = 64;
+pub(super) const PINGPONG_CAPACITY: usize = 64;
 /// Bytes of slots in a throughput ring (32 KiB of 8-byte items, as before
 /// sizes were measured); at least [`MIN_STREAM_SLOTS`] slots.
 const STREAM_BYTES: usize = 32 * 1024;
@@ -54,7 +54,7 @@ unsafe impl<const W: usize> Pod for Payload<W> {}
 /// record channels are for (rows for them come later).
 const PAYLOAD_SIZES: [usize; 3] = [8, 64, 1024];
 
-fn payload_supported(size: usize) -> Result<(), String> {
+pub(super) fn payload_supported(size: usize) -> Result<(), String> {
     if PAYLOAD_SIZES.contains(&size) {
         Ok(())
     } else {
@@ -70,21 +70,22 @@ macro_rules! with_payload {
     ($size:expr, $T:ident => $body:expr) => {
         match $size {
             8 => {
-                type $T = Payload<1>;
+                type $T = $crate::bench::transports::ipcring::Payload<1>;
                 $body
             }
             64 => {
-                type $T = Payload<8>;
+                type $T = $crate::bench::transports::ipcring::Payload<8>;
                 $body
             }
             1024 => {
-                type $T = Payload<128>;
+                type $T = $crate::bench::transports::ipcring::Payload<128>;
                 $body
             }
             other => Err(format!("no ipcring payload type of {other} bytes")),
         }
     };
 }
+pub(super) use with_payload;
 
 fn options(strategy: WaitStrategy) -> ChannelOptions {
     ChannelOptions::new().wait_strategy(strategy)
@@ -106,7 +107,7 @@ pub struct SpscPingPong(pub WaitStrategy);
 /// Ping-pong over MPMC channels (one sender and one receiver each way).
 pub struct MpmcPingPong(pub WaitStrategy);
 
-struct SpscEcho<T: Pod> {
+pub(super) struct SpscEcho<T: Pod> {
     tx: spsc::Sender<T>,
     rx: spsc::Receiver<T>,
 }
@@ -192,7 +193,7 @@ impl PingPongTransport for SpscPingPong {
 }
 
 /// Sends on `out`, receives on `back`.
-fn spsc_echo<T: Pod>(
+pub(super) fn spsc_echo<T: Pod>(
     out: Segment,
     back: Segment,
     strategy: WaitStrategy,

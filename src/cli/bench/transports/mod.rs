@@ -7,4 +7,5 @@ pub mod ipcring;
 pub mod kernel;
 pub mod messages;
 pub mod queues;
+pub mod residency;
 pub mod stream;
