@@ -10,10 +10,12 @@ use ipcring::sync::WaitStrategy;
 use super::link::{OneAtATime, PingPongTransport, ThreadTransport, ThroughputTransport};
 use super::message::{PACED_SIZE, SIZES};
 use super::transports::hw_limit::HwLimit;
-use super::transports::ipcring::{MpmcPingPong, MpmcStream, SpscPingPong, SpscStream};
+use super::transports::ipcring::{
+    MpmcOneByOne, MpmcPingPong, SpscChunks, SpscOneByOne, SpscPingPong,
+};
 use super::transports::kernel::{EventFd, PosixMq, SysvMsg, UnixDgram};
 use super::transports::messages::{QueuePingPong, RecordPingPong};
-use super::transports::queues::{CrossbeamArrayQueue, Rtrb};
+use super::transports::queues::{CrossbeamArrayQueue, Rtrb, RtrbChunks};
 use super::transports::stream::{Kind, Stream};
 
 /// How a row's waiting side passes the time: ipcring's wait strategies
@@ -198,10 +200,51 @@ static DGRAM_ONE: OneAtATime = OneAtATime(&UnixDgram);
 static SYSV_ONE: OneAtATime = OneAtATime(&SysvMsg);
 static MQ_ONE: OneAtATime = OneAtATime(&PosixMq);
 static EVENTFD_ONE: OneAtATime = OneAtATime(&EventFd);
+static SPSC_ONE_SPIN: SpscOneByOne = SpscOneByOne(WaitStrategy::BusySpin);
+static SPSC_ONE_HYBRID: SpscOneByOne = SpscOneByOne(HYBRID);
+static MPMC_ONE_SPIN: MpmcOneByOne = MpmcOneByOne(WaitStrategy::BusySpin);
+static MPMC_ONE_HYBRID: MpmcOneByOne = MpmcOneByOne(HYBRID);
 
-/// Throughput transports measured at every size.
+/// Throughput transports measured at every size: SPSC and MPMC one item
+/// per call, polling (spin) as the in-process queues are used, and in the
+/// default (hybrid) strategy; SPSC's chunk API, named apart; then the
+/// kernel's.
 static ONE_WAY: &[(&str, Mode, &dyn ThroughputTransport, Weight, bool)] = &[
-    ("ipcring-spsc", Mode::Spin, &SpscStream, Weight::Light, true),
+    (
+        "ipcring-spsc",
+        Mode::Spin,
+        &SPSC_ONE_SPIN,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-spsc",
+        Mode::Hybrid,
+        &SPSC_ONE_HYBRID,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-spsc-chunk",
+        Mode::Spin,
+        &SpscChunks,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-mpmc",
+        Mode::Spin,
+        &MPMC_ONE_SPIN,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-mpmc",
+        Mode::Hybrid,
+        &MPMC_ONE_HYBRID,
+        Weight::Light,
+        true,
+    ),
     ("pipe", Mode::Null, &PIPE, Weight::Light, false),
     ("fifo", Mode::Null, &FIFO, Weight::Light, false),
     ("uds-stream", Mode::Null, &UDS_STREAM, Weight::Light, false),
@@ -249,17 +292,9 @@ pub fn rows() -> Vec<Row> {
             });
         }
     }
-    rows.push(Row {
-        transport: "ipcring-mpmc",
-        mode: Mode::Spin,
-        scenario: Scenario::Throughput,
-        size: 8,
-        setup: Setup::Throughput(&MpmcStream),
-        weight: Weight::Light,
-        futex: true,
-    });
     for (transport, link) in [
         ("rtrb", &Rtrb as &dyn ThreadTransport),
+        ("rtrb-chunk", &RtrbChunks),
         ("crossbeam-arrayqueue", &CrossbeamArrayQueue),
     ] {
         rows.push(Row {

@@ -283,7 +283,7 @@ fn transport_colour(transport: &str) -> &'static str {
     match transport {
         "hw-limit" => "#2ca02c",
         t if t.starts_with("ipcring-") => "#1f77b4",
-        "rtrb" | "crossbeam-arrayqueue" => "#9467bd",
+        "rtrb" | "rtrb-chunk" | "crossbeam-arrayqueue" => "#9467bd",
         _ => "#ff7f0e",
     }
 }
