@@ -281,9 +281,26 @@ static TWO_WAY: &[TwoWay] = &[
 /// sides wait: its rows run as many round trips as a syscall's.
 const LARGE_MESSAGE: usize = 64 * 1024;
 
-/// The transports of the paced scenario: the pipe baseline, ipcring SPSC
-/// in each wait strategy, and the cheap kernel ones.
-const PACED: [&str; 4] = ["ipcring-spsc", "pipe", "uds-stream", "eventfd"];
+/// The transports of the paced scenario, in every mode [`TWO_WAY`] has
+/// for them but busy-spin, which only ipcring SPSC keeps: a spinning
+/// receiver costs a core at any rate, and one row per rate shows it. The
+/// pipe is the baseline; park-only is there to compare its CPU per message
+/// with the pipe's, the default (hybrid) its latency.
+const PACED: &[&str] = &[
+    "ipcring-spsc",
+    "ipcring-mpmc",
+    "ipcring-records",
+    "ipcring-datagram",
+    "ipcring-queue",
+    "ipcring-stream",
+    "pipe",
+    "uds-stream",
+    "eventfd",
+];
+
+fn paced(transport: &str, mode: Mode) -> bool {
+    PACED.contains(&transport) && (mode != Mode::Spin || transport == "ipcring-spsc")
+}
 
 /// Throughput rows of the message transports move one message per call,
 /// through their blocking calls in their wait strategy, from rings that
@@ -437,7 +454,7 @@ pub fn rows() -> Vec<Row> {
     }
     for rate in PACED_RATES {
         for &(transport, mode, link, _, futex) in TWO_WAY {
-            if PACED.contains(&transport) {
+            if paced(transport, mode) {
                 rows.push(Row {
                     transport,
                     mode,
