@@ -77,6 +77,10 @@ pub struct BenchArgs {
     /// with p99 whiskers, throughput, and latency against the paced rate.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Print the ids of the rows (those `--only` selects), one a line, in
+    /// table order, and measure nothing.
+    #[arg(long, conflicts_with_all = ["json", "svg"])]
+    list: bool,
     /// Divide every count by 100; for tests of the command itself.
     #[arg(long, hide = true)]
     smoke: bool,
@@ -253,8 +257,6 @@ fn pin(cpu: Option<usize>) -> Result<(), String> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let allowed = allowed_cpus().map_err(|e| format!("bench: reading the CPU mask: {e}"))?;
-    let placement = placement(args, &allowed)?;
     let all_rows = rows::rows();
     let selected: Vec<&Row> = all_rows
         .iter()
@@ -270,6 +272,14 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             args.only.as_deref().unwrap_or_default()
         ));
     }
+    if args.list {
+        for row in selected {
+            println!("{}", row.id());
+        }
+        return Ok(());
+    }
+    let allowed = allowed_cpus().map_err(|e| format!("bench: reading the CPU mask: {e}"))?;
+    let placement = placement(args, &allowed)?;
     // FIFOs and message queues have names: Ctrl-C must let their guards run.
     crate::interrupt::install().map_err(|e| format!("bench: {e}"))?;
     // Pinned before anything starts, so the watchdogs and the in-process

@@ -10,12 +10,14 @@ use ipcring::sync::WaitStrategy;
 use super::link::{OneAtATime, PingPongTransport, ThreadTransport, ThroughputTransport};
 use super::message::{PACED_SIZE, SIZES};
 use super::transports::hw_limit::HwLimit;
-use super::transports::ipcring::{MpmcPingPong, MpmcStream, SpscPingPong, SpscStream};
+use super::transports::ipcring::{
+    MpmcOneByOne, MpmcPingPong, SpscChunks, SpscOneByOne, SpscPingPong,
+};
 use super::transports::kernel::{EventFd, PosixMq, SysvMsg, UnixDgram};
-use super::transports::messages::{QueuePingPong, RecordPingPong};
-use super::transports::queues::{CrossbeamArrayQueue, Rtrb};
+use super::transports::messages::{DatagramLink, Depth, QueueLink, RecordLink};
+use super::transports::queues::{CrossbeamArrayQueue, Rtrb, RtrbChunks};
 use super::transports::residency::{Residency, ResidentSpsc};
-use super::transports::stream::{Kind, Stream};
+use super::transports::stream::{Kind, RingStream, Stream};
 
 /// How a row's waiting side passes the time: ipcring's wait strategies
 /// (`BusySpin`, `SpinThenPark`, `Park`), or `Null` for transports that do
@@ -91,7 +93,7 @@ pub enum Setup {
 pub enum Weight {
     /// Shared memory, polled: tens to hundreds of nanoseconds.
     Light,
-    /// A syscall or a wake-up per message: microseconds.
+    /// A syscall, a wake-up or a 64 KiB copy per message: microseconds.
     Heavy,
 }
 
@@ -136,9 +138,21 @@ const HYBRID: WaitStrategy = WaitStrategy::SpinThenPark {
 static SPSC_SPIN: SpscPingPong = SpscPingPong(WaitStrategy::BusySpin);
 static SPSC_HYBRID: SpscPingPong = SpscPingPong(HYBRID);
 static SPSC_PARK: SpscPingPong = SpscPingPong(WaitStrategy::Park);
+static MPMC_SPIN: MpmcPingPong = MpmcPingPong(WaitStrategy::BusySpin);
 static MPMC_HYBRID: MpmcPingPong = MpmcPingPong(HYBRID);
-static RECORDS_HYBRID: RecordPingPong = RecordPingPong(HYBRID);
-static QUEUE_HYBRID: QueuePingPong = QueuePingPong(HYBRID);
+static MPMC_PARK: MpmcPingPong = MpmcPingPong(WaitStrategy::Park);
+static RECORDS_SPIN: RecordLink = RecordLink(WaitStrategy::BusySpin, Depth::PingPong);
+static RECORDS_HYBRID: RecordLink = RecordLink(HYBRID, Depth::PingPong);
+static RECORDS_PARK: RecordLink = RecordLink(WaitStrategy::Park, Depth::PingPong);
+static DATAGRAM_SPIN: DatagramLink = DatagramLink(WaitStrategy::BusySpin, Depth::PingPong);
+static DATAGRAM_HYBRID: DatagramLink = DatagramLink(HYBRID, Depth::PingPong);
+static DATAGRAM_PARK: DatagramLink = DatagramLink(WaitStrategy::Park, Depth::PingPong);
+static QUEUE_SPIN: QueueLink = QueueLink(WaitStrategy::BusySpin, Depth::PingPong);
+static QUEUE_HYBRID: QueueLink = QueueLink(HYBRID, Depth::PingPong);
+static QUEUE_PARK: QueueLink = QueueLink(WaitStrategy::Park, Depth::PingPong);
+static STREAM_SPIN: RingStream = RingStream(WaitStrategy::BusySpin);
+static STREAM_HYBRID: RingStream = RingStream(HYBRID);
+static STREAM_PARK: RingStream = RingStream(WaitStrategy::Park);
 static PIPE: Stream = Stream(Kind::Pipe);
 static FIFO: Stream = Stream(Kind::Fifo);
 static UDS_STREAM: Stream = Stream(Kind::UnixStream);
@@ -153,7 +167,9 @@ type TwoWay = (
     bool,
 );
 
-/// Every two-way transport measured at every size, in table order.
+/// Every two-way transport measured at every size, in table order: each
+/// ipcring channel in each wait strategy (the byte stream last, beside the
+/// kernel's), then the kernel's transports.
 static TWO_WAY: &[TwoWay] = &[
     ("ipcring-spsc", Mode::Spin, &SPSC_SPIN, Weight::Light, true),
     (
@@ -164,10 +180,19 @@ static TWO_WAY: &[TwoWay] = &[
         true,
     ),
     ("ipcring-spsc", Mode::Park, &SPSC_PARK, Weight::Heavy, true),
+    ("ipcring-mpmc", Mode::Spin, &MPMC_SPIN, Weight::Light, true),
     (
         "ipcring-mpmc",
         Mode::Hybrid,
         &MPMC_HYBRID,
+        Weight::Light,
+        true,
+    ),
+    ("ipcring-mpmc", Mode::Park, &MPMC_PARK, Weight::Heavy, true),
+    (
+        "ipcring-records",
+        Mode::Spin,
+        &RECORDS_SPIN,
         Weight::Light,
         true,
     ),
@@ -179,10 +204,73 @@ static TWO_WAY: &[TwoWay] = &[
         true,
     ),
     (
+        "ipcring-records",
+        Mode::Park,
+        &RECORDS_PARK,
+        Weight::Heavy,
+        true,
+    ),
+    (
+        "ipcring-datagram",
+        Mode::Spin,
+        &DATAGRAM_SPIN,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-datagram",
+        Mode::Hybrid,
+        &DATAGRAM_HYBRID,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-datagram",
+        Mode::Park,
+        &DATAGRAM_PARK,
+        Weight::Heavy,
+        true,
+    ),
+    (
+        "ipcring-queue",
+        Mode::Spin,
+        &QUEUE_SPIN,
+        Weight::Light,
+        true,
+    ),
+    (
         "ipcring-queue",
         Mode::Hybrid,
         &QUEUE_HYBRID,
         Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-queue",
+        Mode::Park,
+        &QUEUE_PARK,
+        Weight::Heavy,
+        true,
+    ),
+    (
+        "ipcring-stream",
+        Mode::Spin,
+        &STREAM_SPIN,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-stream",
+        Mode::Hybrid,
+        &STREAM_HYBRID,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-stream",
+        Mode::Park,
+        &STREAM_PARK,
+        Weight::Heavy,
         true,
     ),
     ("pipe", Mode::Null, &PIPE, Weight::Heavy, false),
@@ -194,8 +282,6 @@ static TWO_WAY: &[TwoWay] = &[
     ("eventfd", Mode::Null, &EventFd, Weight::Heavy, false),
 ];
 
-/// The transports of the paced scenario: the pipe baseline, ipcring SPSC
-/// in each wait strategy, and the cheap kernel ones.
 /// SPSC ping-pong (busy-spin, so no wake-up blurs the page faults) with
 /// each set of residency options, for the steady and first-lap rows.
 static RESIDENT: &[(&str, ResidentSpsc, ResidentSpsc)] = &[
@@ -232,17 +318,115 @@ const fn resident(residency: Residency, first_lap: bool) -> ResidentSpsc {
 /// Sizes of the residency rows: the SPSC payload sizes.
 const RESIDENT_SIZES: [usize; 3] = [8, 64, 1024];
 
-const PACED: [&str; 4] = ["ipcring-spsc", "pipe", "uds-stream", "eventfd"];
+/// A ping-pong message this large costs microseconds to copy, however the
+/// sides wait: its rows run as many round trips as a syscall's.
+const LARGE_MESSAGE: usize = 64 * 1024;
 
-/// Throughput rows of the message transports move one message per call.
+/// The transports of the paced scenario, in every mode [`TWO_WAY`] has
+/// for them but busy-spin, which only ipcring SPSC keeps: a spinning
+/// receiver costs a core at any rate, and one row per rate shows it. The
+/// pipe is the baseline; park-only is there to compare its CPU per message
+/// with the pipe's, the default (hybrid) its latency.
+const PACED: &[&str] = &[
+    "ipcring-spsc",
+    "ipcring-mpmc",
+    "ipcring-records",
+    "ipcring-datagram",
+    "ipcring-queue",
+    "ipcring-stream",
+    "pipe",
+    "uds-stream",
+    "eventfd",
+];
+
+fn paced(transport: &str, mode: Mode) -> bool {
+    PACED.contains(&transport) && (mode != Mode::Spin || transport == "ipcring-spsc")
+}
+
+/// Throughput rows of the message transports move one message per call,
+/// through their blocking calls in their wait strategy, from rings that
+/// hold a throughput ring's worth.
+static RECORDS_ONE: OneAtATime = OneAtATime(&RecordLink(HYBRID, Depth::Stream));
+static DATAGRAM_ONE: OneAtATime = OneAtATime(&DatagramLink(HYBRID, Depth::Stream));
+static QUEUE_ONE: OneAtATime = OneAtATime(&QueueLink(HYBRID, Depth::Stream));
 static DGRAM_ONE: OneAtATime = OneAtATime(&UnixDgram);
 static SYSV_ONE: OneAtATime = OneAtATime(&SysvMsg);
 static MQ_ONE: OneAtATime = OneAtATime(&PosixMq);
 static EVENTFD_ONE: OneAtATime = OneAtATime(&EventFd);
+static SPSC_ONE_SPIN: SpscOneByOne = SpscOneByOne(WaitStrategy::BusySpin);
+static SPSC_ONE_HYBRID: SpscOneByOne = SpscOneByOne(HYBRID);
+static MPMC_ONE_SPIN: MpmcOneByOne = MpmcOneByOne(WaitStrategy::BusySpin);
+static MPMC_ONE_HYBRID: MpmcOneByOne = MpmcOneByOne(HYBRID);
 
-/// Throughput transports measured at every size.
+/// Throughput transports measured at every size: every ipcring channel in
+/// its default (hybrid) strategy, one message per call (the byte streams:
+/// up to 4 KiB per call, as a pipe is written); SPSC and MPMC also
+/// polling (spin), as the in-process queues are used; SPSC's chunk API,
+/// named apart; then the kernel's.
 static ONE_WAY: &[(&str, Mode, &dyn ThroughputTransport, Weight, bool)] = &[
-    ("ipcring-spsc", Mode::Spin, &SpscStream, Weight::Light, true),
+    (
+        "ipcring-spsc",
+        Mode::Spin,
+        &SPSC_ONE_SPIN,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-spsc",
+        Mode::Hybrid,
+        &SPSC_ONE_HYBRID,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-spsc-chunk",
+        Mode::Spin,
+        &SpscChunks,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-mpmc",
+        Mode::Spin,
+        &MPMC_ONE_SPIN,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-mpmc",
+        Mode::Hybrid,
+        &MPMC_ONE_HYBRID,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-records",
+        Mode::Hybrid,
+        &RECORDS_ONE,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-datagram",
+        Mode::Hybrid,
+        &DATAGRAM_ONE,
+        Weight::Light,
+        true,
+    ),
+    (
+        "ipcring-queue",
+        Mode::Hybrid,
+        &QUEUE_ONE,
+        Weight::Heavy,
+        true,
+    ),
+    (
+        "ipcring-stream",
+        Mode::Hybrid,
+        &STREAM_HYBRID,
+        Weight::Light,
+        true,
+    ),
     ("pipe", Mode::Null, &PIPE, Weight::Light, false),
     ("fifo", Mode::Null, &FIFO, Weight::Light, false),
     ("uds-stream", Mode::Null, &UDS_STREAM, Weight::Light, false),
@@ -272,7 +456,11 @@ pub fn rows() -> Vec<Row> {
                 scenario: Scenario::PingPong,
                 size,
                 setup: Setup::TwoWay(link),
-                weight,
+                weight: if size >= LARGE_MESSAGE {
+                    Weight::Heavy
+                } else {
+                    weight
+                },
                 futex,
             });
         }
@@ -290,17 +478,9 @@ pub fn rows() -> Vec<Row> {
             });
         }
     }
-    rows.push(Row {
-        transport: "ipcring-mpmc",
-        mode: Mode::Spin,
-        scenario: Scenario::Throughput,
-        size: 8,
-        setup: Setup::Throughput(&MpmcStream),
-        weight: Weight::Light,
-        futex: true,
-    });
     for (transport, link) in [
         ("rtrb", &Rtrb as &dyn ThreadTransport),
+        ("rtrb-chunk", &RtrbChunks),
         ("crossbeam-arrayqueue", &CrossbeamArrayQueue),
     ] {
         rows.push(Row {
@@ -339,7 +519,7 @@ pub fn rows() -> Vec<Row> {
     }
     for rate in PACED_RATES {
         for &(transport, mode, link, _, futex) in TWO_WAY {
-            if PACED.contains(&transport) {
+            if paced(transport, mode) {
                 rows.push(Row {
                     transport,
                     mode,

@@ -30,9 +30,11 @@ const PACED_LEFT: f64 = 90.0;
 const PACED_RIGHT: f64 = 680.0;
 const PACED_HEIGHT: f64 = 300.0;
 const LEGEND_LEFT: f64 = 710.0;
-/// One colour per paced series, reused in turn past eight.
-const SERIES_COLOURS: [&str; 8] = [
+/// One colour per paced series, as many as a full run has, reused in
+/// turn past sixteen.
+const SERIES_COLOURS: [&str; 16] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
 ];
 /// Longest skip reason shown; the table and JSON carry all of it.
 const REASON_CHARS: usize = 110;
@@ -283,7 +285,7 @@ fn transport_colour(transport: &str) -> &'static str {
     match transport {
         "hw-limit" => "#2ca02c",
         t if t.starts_with("ipcring-") => "#1f77b4",
-        "rtrb" | "crossbeam-arrayqueue" => "#9467bd",
+        "rtrb" | "rtrb-chunk" | "crossbeam-arrayqueue" => "#9467bd",
         _ => "#ff7f0e",
     }
 }

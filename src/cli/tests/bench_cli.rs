@@ -1,8 +1,8 @@
 //! `ipcring bench` run as a user would, with every count divided by 100
 //! (`--smoke`) so that it takes seconds: the JSON report's schema, that
-//! every transport either measured or said why not, `--only`, the refusal
-//! to run on one CPU, that the bench leaves nothing behind (segments,
-//! FIFOs, message queues), and the charts of `--svg`.
+//! every row `--list` names either measured or said why not, `--only`, the
+//! refusal to run on one CPU, that the bench leaves nothing behind
+//! (segments, FIFOs, message queues), and the charts of `--svg`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,10 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 use ipcring::segment::{self, Address};
 use serde_json::Value;
 
-const TRANSPORTS: [&str; 12] = [
+const TRANSPORTS: [&str; 18] = [
     "hw-limit",
     "ipcring-spsc",
+    "ipcring-spsc-chunk",
     "ipcring-mpmc",
+    "ipcring-records",
+    "ipcring-datagram",
+    "ipcring-queue",
+    "ipcring-stream",
     "pipe",
     "fifo",
     "uds-stream",
@@ -24,8 +29,21 @@ const TRANSPORTS: [&str; 12] = [
     "posix-mq",
     "eventfd",
     "rtrb",
+    "rtrb-chunk",
     "crossbeam-arrayqueue",
 ];
+/// ipcring's channels, each measured in every wait strategy.
+const CHANNELS: [&str; 6] = [
+    "ipcring-spsc",
+    "ipcring-mpmc",
+    "ipcring-records",
+    "ipcring-datagram",
+    "ipcring-queue",
+    "ipcring-stream",
+];
+const MODES: [&str; 3] = ["spin", "hybrid", "park"];
+/// The rows whose items are fixed-size types of up to 1 KiB.
+const FIXED_SLOT: [&str; 3] = ["ipcring-spsc", "ipcring-spsc-chunk", "ipcring-mpmc"];
 const SIZES: [u64; 4] = [8, 64, 1024, 65536];
 const RATES: [u64; 3] = [1_000, 10_000, 100_000];
 const LATENCY_FIELDS: [&str; 4] = ["p50_ns", "p99_ns", "p999_ns", "max_ns"];
@@ -95,6 +113,46 @@ fn bench_with(args: &[&str], env: &[(&str, &str)]) -> (Output, u32) {
         .unwrap();
     let pid = child.id();
     (child.wait_with_output().unwrap(), pid)
+}
+
+/// The ids `bench --list` prints for `args`, in order.
+fn listed(args: &[&str]) -> Vec<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_ipcring"))
+        .args(["bench", "--list"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "bench --list failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The ids every run must have: each ipcring channel in each wait
+/// strategy at each size, a throughput row per channel and size in the
+/// default strategy, and hybrid and park paced rows per channel and rate.
+fn required_ipcring_ids() -> Vec<String> {
+    let mut ids = Vec::new();
+    for channel in CHANNELS {
+        for size in SIZES {
+            for mode in MODES {
+                ids.push(format!("{channel}/{mode}/pingpong/{size}"));
+            }
+            ids.push(format!("{channel}/hybrid/throughput/{size}"));
+        }
+        for rate in RATES {
+            for mode in ["hybrid", "park"] {
+                ids.push(format!("{channel}/{mode}/paced-{rate}/64"));
+            }
+        }
+    }
+    ids
 }
 
 fn json_report(output: &Output) -> Value {
@@ -208,6 +266,36 @@ fn smoke_run_reports_every_transport_and_leaves_nothing_behind() {
     let measured: BTreeSet<&str> = results.iter().filter_map(|r| r["id"].as_str()).collect();
     let not_measured: BTreeSet<&str> = skipped.iter().filter_map(|s| s["row"].as_str()).collect();
     assert!(measured.is_disjoint(&not_measured));
+    // Exactly the rows the bench defines, each once.
+    let defined = listed(&[]);
+    let defined_set: BTreeSet<&str> = defined.iter().map(String::as_str).collect();
+    assert_eq!(
+        defined_set.len(),
+        defined.len(),
+        "duplicate ids: {defined:?}"
+    );
+    assert_eq!(results.len() + skipped.len(), defined.len(), "{report}");
+    let reported: BTreeSet<&str> = measured.union(&not_measured).copied().collect();
+    assert_eq!(reported, defined_set);
+    for id in required_ipcring_ids() {
+        assert!(defined_set.contains(id.as_str()), "{id} is not a row");
+    }
+    // Only fixed-slot items stop short of a size; every other ipcring row
+    // carries every size. Huge-page rows may be skipped where the system
+    // reserves none, with the kernel's reason.
+    for skip in skipped {
+        let row = skip["row"].as_str().unwrap_or_default();
+        let transport = row.split('/').next().unwrap_or_default();
+        if transport == "ipcring-spsc-huge" {
+            let reason = skip["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("huge pages"), "{skip}");
+        } else if transport.starts_with("ipcring-") {
+            assert!(
+                FIXED_SLOT.contains(&transport) && row.ends_with("/65536"),
+                "{skip}"
+            );
+        }
+    }
     for transport in TRANSPORTS {
         let prefix = format!("{transport}/");
         assert!(
@@ -246,7 +334,7 @@ fn smoke_run_reports_every_transport_and_leaves_nothing_behind() {
         );
     }
     for rate in RATES {
-        for transport in ["pipe", "ipcring-spsc"] {
+        for transport in ["pipe", "ipcring-spsc", "ipcring-stream"] {
             assert!(
                 results.iter().any(|row| row["transport"] == transport
                     && row["scenario"] == "paced"
@@ -321,6 +409,31 @@ fn only_selects_rows_by_substring_or_glob() {
     let skipped = report["skipped"].as_array().unwrap();
     assert_eq!(rows.len() + skipped.len(), SIZES.len(), "{report}");
     assert!(rows.iter().all(|row| row["transport"] == "sysv-msg"));
+
+    // A new channel's row, through the same selection.
+    let (output, _) = bench(&["--smoke", "--json", "--only", "datagram/park/pingpong/64"]);
+    let report = json_report(&output);
+    let ids: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|row| row["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["ipcring-datagram/park/pingpong/64"], "{report}");
+
+    // --list applies the same selection, in table order.
+    assert_eq!(
+        listed(&["--only", "ipcring-stream/park"]),
+        [
+            "ipcring-stream/park/pingpong/8",
+            "ipcring-stream/park/pingpong/64",
+            "ipcring-stream/park/pingpong/1024",
+            "ipcring-stream/park/pingpong/65536",
+            "ipcring-stream/park/paced-1000/64",
+            "ipcring-stream/park/paced-10000/64",
+            "ipcring-stream/park/paced-100000/64",
+        ]
+    );
 
     let (output, _) = bench(&["--smoke", "--only", "no-such-row"]);
     assert!(!output.status.success());

@@ -1,13 +1,15 @@
-//! ipcring's own rows: ping-pong over two SPSC channels (one each way) in
-//! each wait strategy, over two MPMC channels, and one-way throughput over
-//! an SPSC channel with the chunk API and over an MPMC channel one item at
-//! a time. Every channel lives in an anonymous segment the child inherits.
+//! ipcring's fixed-slot rows: ping-pong over two SPSC or two MPMC channels
+//! (one each way) in a wait strategy, and one-way throughput over an SPSC
+//! or MPMC channel one item per call, and over an SPSC channel with the
+//! chunk API. Every channel lives in an anonymous segment the child
+//! inherits.
 //!
 //! A message of N bytes is one item of type [`Payload`] (N / 8 words), so
-//! a slot holds exactly one message. The link traits hand messages over as
-//! bytes, so each side copies between its byte buffer and the item once
-//! more than a kernel transport does: the figures for large messages are
-//! on the cautious side.
+//! a slot holds exactly one message. In ping-pong and paced rows the link
+//! traits hand messages over as bytes, so each side copies between its
+//! byte buffer and the item once more than a kernel transport does: the
+//! figures for large messages are on the cautious side. Throughput rows
+//! write and check the item itself, as the in-process queues' rows do.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -31,7 +33,7 @@ pub(super) const PINGPONG_CAPACITY: usize = 64;
 /// sizes were measured); at least [`MIN_STREAM_SLOTS`] slots.
 const STREAM_BYTES: usize = 32 * 1024;
 const MIN_STREAM_SLOTS: usize = 8;
-/// Bytes per chunk in the SPSC throughput row (256 8-byte items).
+/// Bytes per chunk in the SPSC chunk row (256 8-byte items).
 const CHUNK_BYTES: usize = 2048;
 /// How long one blocking call may wait before the bench checks its stop.
 const SLICE: Duration = Duration::from_millis(50);
@@ -245,16 +247,17 @@ fn mpmc_echo<T: Pod>(
 
 /// One-way stream through an SPSC channel, moved in chunks of up to
 /// [`CHUNK_BYTES`] with the chunk API (one copy into and one out of the
-/// slots, across the wrap); both sides poll (busy-spin).
-pub struct SpscStream;
+/// slots, across the wrap); both sides poll (busy-spin). Its row is named
+/// `ipcring-spsc-chunk`, to be compared with `rtrb-chunk`.
+pub struct SpscChunks;
 
 /// One end of an SPSC stream with its staging buffer, allocated once.
-struct SpscStreamEnd<E, T> {
+struct ChunkEnd<E, T> {
     end: E,
     batch: Vec<T>,
 }
 
-impl ThroughputTransport for SpscStream {
+impl ThroughputTransport for SpscChunks {
     fn supports(&self, size: usize) -> Result<(), String> {
         payload_supported(size)
     }
@@ -271,7 +274,7 @@ impl ThroughputTransport for SpscStream {
             let tx = spsc::Sender::<T>::attach(segment)
                 .map_err(|e| format!("ipcring-spsc sender: {e}"))?;
             spawner.spawn()?;
-            Ok(Box::new(SpscStreamEnd {
+            Ok(Box::new(ChunkEnd {
                 end: tx,
                 batch: vec![T::zeroed(); chunk_items(size)],
             }) as Box<dyn Producer>)
@@ -282,7 +285,7 @@ impl ThroughputTransport for SpscStream {
         with_payload!(size, T => {
             let rx = spsc::Receiver::<T>::attach(inherited.segment(0)?)
                 .map_err(|e| format!("ipcring-spsc receiver: {e}"))?;
-            Ok(Box::new(SpscStreamEnd {
+            Ok(Box::new(ChunkEnd {
                 end: rx,
                 batch: vec![T::zeroed(); chunk_items(size)],
             }) as Box<dyn Consumer>)
@@ -290,7 +293,7 @@ impl ThroughputTransport for SpscStream {
     }
 }
 
-impl<T: Pod> Producer for SpscStreamEnd<spsc::Sender<T>, T> {
+impl<T: Pod> Producer for ChunkEnd<spsc::Sender<T>, T> {
     fn produce(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
         let mut next = items.start;
         while next < items.end {
@@ -317,7 +320,7 @@ impl<T: Pod> Producer for SpscStreamEnd<spsc::Sender<T>, T> {
     }
 }
 
-impl<T: Pod> Consumer for SpscStreamEnd<spsc::Receiver<T>, T> {
+impl<T: Pod> Consumer for ChunkEnd<spsc::Receiver<T>, T> {
     fn consume(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
         let mut expected = items.start;
         while expected < items.end {
@@ -343,67 +346,132 @@ impl<T: Pod> Consumer for SpscStreamEnd<spsc::Receiver<T>, T> {
     }
 }
 
-/// One-way stream of 8-byte messages through an MPMC channel with one
-/// sender and one receiver, one item per call (as `ArrayQueue` is used);
-/// both poll.
-pub struct MpmcStream;
+/// One-way stream through an SPSC channel, one item per call, as rtrb's
+/// row pushes and pops. `BusySpin` polls `try_send` and `try_recv`, as
+/// the in-process rows do; any other strategy blocks in `send_timeout` and
+/// `recv_timeout` and waits in that strategy.
+pub struct SpscOneByOne(pub WaitStrategy);
 
-impl ThroughputTransport for MpmcStream {
-    fn supports(&self, size: usize) -> Result<(), String> {
-        if size == 8 {
-            Ok(())
-        } else {
-            Err("the MPMC stream row moves 8-byte items".to_owned())
-        }
-    }
+/// [`SpscOneByOne`] over an MPMC channel with one sender and one receiver,
+/// as crossbeam's `ArrayQueue` row is used.
+pub struct MpmcOneByOne(pub WaitStrategy);
 
-    fn parent(&self, mut spawner: Spawner<'_>, _size: usize) -> Result<Box<dyn Producer>, String> {
-        let segment =
-            mpmc::create_segment::<u64>(None, stream_capacity(8), &options(WaitStrategy::BusySpin))
-                .map_err(|e| format!("ipcring-mpmc segment: {e}"))?;
-        spawner.share_segment(&segment)?;
-        let tx = mpmc::Sender::attach(segment).map_err(|e| format!("ipcring-mpmc sender: {e}"))?;
-        spawner.spawn()?;
-        Ok(Box::new(tx))
-    }
-
-    fn child(&self, inherited: &Inherited, _size: usize) -> Result<Box<dyn Consumer>, String> {
-        let rx = mpmc::Receiver::attach(inherited.segment(0)?)
-            .map_err(|e| format!("ipcring-mpmc receiver: {e}"))?;
-        Ok(Box::new(rx))
-    }
+/// One end of a one-by-one stream: the channel endpoint, and whether it
+/// polls (`BusySpin`) or blocks.
+struct OneByOneEnd<E> {
+    end: E,
+    poll: bool,
 }
 
-impl Producer for mpmc::Sender<u64> {
-    fn produce(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
-        for item in items {
-            // An 8-byte message is its sequence number (`message::fill`).
-            let mut item = item;
-            loop {
-                match self.try_send(item) {
-                    Ok(()) => break,
-                    Err(TrySendError::Full(back)) => item = back,
-                    Err(e) => return Err(format!("ipcring-mpmc send: {e}")),
-                }
-                stop.spin_until(|| Some(()))?;
+/// The same throughput transport over either channel kind, with a ring of
+/// [`stream_capacity`] slots.
+macro_rules! one_by_one {
+    ($transport:ident, $module:ident, $name:literal) => {
+        impl ThroughputTransport for $transport {
+            fn supports(&self, size: usize) -> Result<(), String> {
+                payload_supported(size)
+            }
+
+            fn parent(
+                &self,
+                mut spawner: Spawner<'_>,
+                size: usize,
+            ) -> Result<Box<dyn Producer>, String> {
+                with_payload!(size, T => {
+                    let segment =
+                        $module::create_segment::<T>(None, stream_capacity(size), &options(self.0))
+                            .map_err(|e| format!(concat!($name, " segment: {}"), e))?;
+                    spawner.share_segment(&segment)?;
+                    let mut tx = $module::Sender::<T>::attach(segment)
+                        .map_err(|e| format!(concat!($name, " sender: {}"), e))?;
+                    tx.set_wait_strategy(self.0);
+                    spawner.spawn()?;
+                    Ok(Box::new(OneByOneEnd {
+                        end: tx,
+                        poll: self.0 == WaitStrategy::BusySpin,
+                    }) as Box<dyn Producer>)
+                })
+            }
+
+            fn child(
+                &self,
+                inherited: &Inherited,
+                size: usize,
+            ) -> Result<Box<dyn Consumer>, String> {
+                with_payload!(size, T => {
+                    let mut rx = $module::Receiver::<T>::attach(inherited.segment(0)?)
+                        .map_err(|e| format!(concat!($name, " receiver: {}"), e))?;
+                    rx.set_wait_strategy(self.0);
+                    Ok(Box::new(OneByOneEnd {
+                        end: rx,
+                        poll: self.0 == WaitStrategy::BusySpin,
+                    }) as Box<dyn Consumer>)
+                })
             }
         }
-        Ok(())
-    }
+
+        impl<T: Pod> Producer for OneByOneEnd<$module::Sender<T>> {
+            fn produce(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
+                let error = |e: &dyn std::fmt::Display| format!(concat!($name, " send: {}"), e);
+                for seq in items {
+                    let mut item = T::zeroed();
+                    message::fill(bytemuck::bytes_of_mut(&mut item), seq, 0);
+                    if self.poll {
+                        let tx = &mut self.end;
+                        // Refilled whenever `try_send` hands the item back,
+                        // so `take` always finds it.
+                        let mut pending = Some(item);
+                        stop.spin_until(|| match tx.try_send(pending.take()?) {
+                            Ok(()) => Some(Ok(())),
+                            Err(TrySendError::Full(back)) => {
+                                pending = Some(back);
+                                None
+                            }
+                            Err(e) => Some(Err(error(&e))),
+                        })??;
+                        continue;
+                    }
+                    loop {
+                        match self.end.send_timeout(item, SLICE) {
+                            Ok(()) => break,
+                            Err(SendTimeoutError::Timeout(back)) => item = back,
+                            Err(e) => return Err(error(&e)),
+                        }
+                        stop.check()?;
+                    }
+                }
+                Ok(())
+            }
+        }
+
+        impl<T: Pod> Consumer for OneByOneEnd<$module::Receiver<T>> {
+            fn consume(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
+                let error = |e: &dyn std::fmt::Display| format!(concat!($name, " recv: {}"), e);
+                for expected in items {
+                    let item = if self.poll {
+                        let rx = &mut self.end;
+                        stop.spin_until(|| match rx.try_recv() {
+                            Ok(item) => Some(Ok(item)),
+                            Err(TryRecvError::Empty) => None,
+                            Err(e) => Some(Err(error(&e))),
+                        })??
+                    } else {
+                        loop {
+                            match self.end.recv_timeout(SLICE) {
+                                Ok(item) => break item,
+                                Err(RecvTimeoutError::Timeout) => {}
+                                Err(e) => return Err(error(&e)),
+                            }
+                            stop.check()?;
+                        }
+                    };
+                    message::check_seq(bytemuck::bytes_of(&item), expected)?;
+                }
+                Ok(())
+            }
+        }
+    };
 }
 
-impl Consumer for mpmc::Receiver<u64> {
-    fn consume(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
-        for expected in items {
-            let received = loop {
-                match self.try_recv() {
-                    Ok(item) => break item,
-                    Err(TryRecvError::Empty) => stop.check()?,
-                    Err(e) => return Err(format!("ipcring-mpmc recv: {e}")),
-                }
-            };
-            message::check_seq(&received.to_ne_bytes(), expected)?;
-        }
-        Ok(())
-    }
-}
+one_by_one!(SpscOneByOne, spsc, "ipcring-spsc");
+one_by_one!(MpmcOneByOne, mpmc, "ipcring-mpmc");

@@ -1,9 +1,11 @@
 //! Byte-stream transports: `pipe` (the kernel baseline; the child's stdin
 //! and stdout are two pipes to the parent), `fifo` (two named FIFOs in a
-//! private directory) and `uds-stream` (a connected Unix stream socket
-//! pair). They share one end type: ping-pong writes and reads one message
-//! per call; throughput writes up to [`BATCH_BYTES`] per call, as a
-//! program streaming records through a pipe would.
+//! private directory), `uds-stream` (a connected Unix stream socket pair)
+//! and `ipcring-stream` (two anonymous ipcring byte streams the child
+//! inherits, as large as a pipe's default buffer). They are used alike:
+//! ping-pong writes and reads one message per call; throughput writes up
+//! to [`BATCH_BYTES`] per call, as a program streaming records through a
+//! pipe would.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -16,11 +18,17 @@ use std::process::Child;
 use std::thread;
 use std::time::Duration;
 
+use ipcring::channel::ChannelOptions;
+use ipcring::channel::stream::{self, Reader, Writer};
 use ipcring::platform::{FifoEnd, create_fifo, monotonic_ns, open_fifo_nonblocking};
+use ipcring::segment::{self, Segment};
+use ipcring::sync::WaitStrategy;
 
 use crate::bench::link::{Consumer, Echo, PingPongTransport, Producer, Stop, ThroughputTransport};
 use crate::bench::message;
 use crate::bench::process::{Inherited, Spawner};
+
+use super::ipcring::two_segments;
 
 /// Bytes per `write` in throughput rows: `PIPE_BUF` (the largest write
 /// the kernel keeps whole) and one page; 512 8-byte messages. A message
@@ -290,6 +298,146 @@ impl Consumer for Ends {
             let result = self.from_peer.read_exact(&mut self.batch[..bytes]);
             result.map_err(|e| self.error(e))?;
             for (slot, seq) in self.batch[..bytes].chunks_exact(size).zip(batch) {
+                message::check_seq(slot, seq)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes an ipcring stream holds: a pipe's default buffer (16 pages), or
+/// two messages where that is more.
+const RING_STREAM_BYTES: usize = 64 * 1024;
+/// How long one blocking call may wait before the bench checks its stop.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// `ipcring-stream`: one ipcring byte stream each way, both sides waiting
+/// in one wait strategy. Writes and reads block in slices, so that the
+/// bench's stop is checked between them.
+pub struct RingStream(pub WaitStrategy);
+
+struct RingEnds {
+    writer: Writer,
+    reader: Reader,
+    size: usize,
+    /// Throughput batches; kept here so the loops allocate nothing.
+    batch: Vec<u8>,
+}
+
+fn ring_stream_capacity(size: usize) -> usize {
+    (2 * size)
+        .max(RING_STREAM_BYTES)
+        .next_multiple_of(segment::page_size())
+}
+
+impl RingStream {
+    /// Writes to `out`, reads from `back`.
+    fn ends(&self, out: Segment, back: Segment, size: usize) -> Result<RingEnds, String> {
+        let mut writer = Writer::attach(out).map_err(|e| format!("ipcring-stream writer: {e}"))?;
+        let mut reader = Reader::attach(back).map_err(|e| format!("ipcring-stream reader: {e}"))?;
+        writer.set_wait_strategy(self.0);
+        reader.set_wait_strategy(self.0);
+        Ok(RingEnds {
+            writer,
+            reader,
+            size,
+            batch: vec![0; batch_messages(size) * size],
+        })
+    }
+
+    fn parent(&self, mut spawner: Spawner<'_>, size: usize) -> Result<RingEnds, String> {
+        let options = ChannelOptions::new().wait_strategy(self.0);
+        let make = || {
+            stream::create_segment(None, ring_stream_capacity(size), &options)
+                .map_err(|e| format!("ipcring-stream segment: {e}"))
+        };
+        let (down, up) = two_segments(make, &mut spawner)?;
+        let ends = self.ends(down, up, size)?;
+        spawner.spawn()?;
+        Ok(ends)
+    }
+
+    fn child(&self, inherited: &Inherited, size: usize) -> Result<RingEnds, String> {
+        self.ends(inherited.segment(1)?, inherited.segment(0)?, size)
+    }
+}
+
+impl PingPongTransport for RingStream {
+    fn parent(&self, spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Echo>, String> {
+        Ok(Box::new(RingStream::parent(self, spawner, size)?))
+    }
+
+    fn child(&self, inherited: &Inherited, size: usize) -> Result<Box<dyn Echo>, String> {
+        Ok(Box::new(RingStream::child(self, inherited, size)?))
+    }
+}
+
+impl ThroughputTransport for RingStream {
+    fn parent(&self, spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Producer>, String> {
+        Ok(Box::new(RingStream::parent(self, spawner, size)?))
+    }
+
+    fn child(&self, inherited: &Inherited, size: usize) -> Result<Box<dyn Consumer>, String> {
+        Ok(Box::new(RingStream::child(self, inherited, size)?))
+    }
+}
+
+/// `write_all` on an ipcring stream, in slices.
+fn write_all(writer: &mut Writer, mut bytes: &[u8], stop: &Stop) -> Result<(), String> {
+    while !bytes.is_empty() {
+        match writer.write_timeout(bytes, SLICE) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => stop.check()?,
+            Err(e) => return Err(format!("ipcring-stream write: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// `read_exact` on an ipcring stream, in slices; its end is an error.
+fn read_exact(reader: &mut Reader, mut buffer: &mut [u8], stop: &Stop) -> Result<(), String> {
+    while !buffer.is_empty() {
+        match reader.read_timeout(buffer, SLICE) {
+            Ok(0) => return Err("ipcring-stream: the writer has gone".to_owned()),
+            Ok(n) => buffer = &mut buffer[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => stop.check()?,
+            Err(e) => return Err(format!("ipcring-stream read: {e}")),
+        }
+    }
+    Ok(())
+}
+
+impl Echo for RingEnds {
+    fn send(&mut self, message: &[u8], stop: &Stop) -> Result<(), String> {
+        write_all(&mut self.writer, message, stop)
+    }
+
+    fn recv(&mut self, buffer: &mut [u8], stop: &Stop) -> Result<(), String> {
+        read_exact(&mut self.reader, buffer, stop)
+    }
+}
+
+impl Producer for RingEnds {
+    fn produce(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
+        let size = self.size;
+        for range in batches(items, batch_messages(size)) {
+            let bytes = (range.end - range.start) as usize * size;
+            for (slot, seq) in self.batch[..bytes].chunks_exact_mut(size).zip(range) {
+                message::fill(slot, seq, 0);
+            }
+            write_all(&mut self.writer, &self.batch[..bytes], stop)?;
+        }
+        Ok(())
+    }
+}
+
+impl Consumer for RingEnds {
+    fn consume(&mut self, items: Range<u64>, stop: &Stop) -> Result<(), String> {
+        let size = self.size;
+        for range in batches(items, batch_messages(size)) {
+            let bytes = (range.end - range.start) as usize * size;
+            read_exact(&mut self.reader, &mut self.batch[..bytes], stop)?;
+            for (slot, seq) in self.batch[..bytes].chunks_exact(size).zip(range) {
                 message::check_seq(slot, seq)?;
             }
         }
