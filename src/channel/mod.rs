@@ -43,6 +43,7 @@
 //! no peer can join, and the endpoint's operations end with `Removed`
 //! instead of waiting forever.
 
+mod counters;
 pub mod datagram;
 pub mod error;
 pub mod mpmc;
@@ -57,6 +58,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use counters::{Change, Changes, Counters, counters};
 pub use error::{
     ChannelError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,

@@ -179,7 +179,7 @@ pub fn rm_stale(names: &[String]) -> Result<(), String> {
 
 /// A segment kind by name: the channel kinds this library makes, else its
 /// four ASCII letters, else the number.
-fn kind_name(kind: u32) -> String {
+pub(crate) fn kind_name(kind: u32) -> String {
     use ipcring::channel::{mpmc, queue, records, spsc};
     match kind {
         queue::KIND => "queue".into(),

@@ -7,6 +7,7 @@ mod inspect;
 mod interrupt;
 mod queue_cmd;
 mod stream_cmd;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -31,13 +32,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one segment in detail: header fields and participants.
+    /// Show one segment in detail: header fields and participants; or,
+    /// with --watch, a channel's traffic every interval.
     Stat {
         /// A POSIX name (`orders`) or a SysV key (`sysv:0x1234`).
         name: String,
-        /// Print one JSON object instead of text.
+        /// Print JSON instead of text: one object, or with --watch one
+        /// object per line per refresh.
         #[arg(long)]
         json: bool,
+        /// Refresh until Ctrl-C or SIGTERM (status 0): messages/s,
+        /// bytes/s, futex calls/s, repairs and losses, from the channel's
+        /// shared memory. Exits 1 if the channel is removed meanwhile.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: time between refreshes, at least 10ms (`500ms`,
+        /// `2s`; default 1s).
+        #[arg(long, value_name = "DUR", requires = "watch", value_parser = watch::parse_interval)]
+        interval: Option<std::time::Duration>,
+        /// With --watch: stop after N refreshes.
+        #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
     },
     /// Remove segments by name or key, or every stale one.
     Rm {
@@ -93,7 +108,20 @@ fn main() -> ExitCode {
         Command::Send(args) => return queue_cmd::exit(queue_cmd::send(&args)),
         Command::Recv(args) => return queue_cmd::exit(queue_cmd::recv(&args)),
         Command::Ls { json } => inspect::ls(json),
-        Command::Stat { name, json } => inspect::stat(&name, json),
+        Command::Stat {
+            name,
+            json,
+            watch: true,
+            interval,
+            count,
+        } => {
+            // Not through the signal handling below: a watch creates
+            // nothing, and SIGINT or SIGTERM is how it is meant to end, with
+            // status 0.
+            let interval = interval.unwrap_or(watch::DEFAULT_INTERVAL);
+            return watch::run(&name, json, interval, count);
+        }
+        Command::Stat { name, json, .. } => inspect::stat(&name, json),
         Command::Rm { names, stale } => {
             if stale {
                 inspect::rm_stale(&names)

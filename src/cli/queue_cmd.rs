@@ -161,7 +161,7 @@ fn message_type(text: &str) -> Result<u64, String> {
 }
 
 /// `500ms`, `2s`, `1.5s`, `3m`, `1h`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -369,6 +369,7 @@ pub fn stats_json(stats: &QueueStats) -> Value {
         "created_unix_ns": stats.created_ns,
         "sent": stats.sent,
         "received": stats.received,
+        "bytes_sent": stats.bytes_sent,
         "removed": stats.removed,
     })
 }

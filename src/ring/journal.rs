@@ -149,6 +149,12 @@ impl JournalLock {
         }
     }
 
+    /// Futex syscalls made on the lock's wait word, modulo 2^32 (see
+    /// [`WaitWord::futex_calls`]).
+    pub fn futex_calls(&self) -> u32 {
+        self.waiters.futex_calls()
+    }
+
     /// The holder's token, 0 if free (a hint: it changes at any moment).
     pub fn holder(&self) -> u64 {
         self.holder.load(Ordering::Relaxed)

@@ -363,6 +363,105 @@ pub fn ring_stats(region: &Region) -> Option<RingStats> {
     (magic == mpmc::MAGIC || magic == record::MAGIC).then(|| header.claims.stats())
 }
 
+/// The running totals a ring keeps in its own memory, read without
+/// attaching (see [`ring_counters`]). Each field is one load: the set is
+/// not a consistent snapshot, and any of it may be scribbled by a peer, so
+/// compare two readings with wrapping arithmetic and be ready for a value
+/// that went backwards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingCounters {
+    /// Items producers have put in, ever: the SPSC ring's published
+    /// `tail`, the MPMC ring's claimed positions (a claim repaired after
+    /// its producer died counts, with no item), the queue's sends. `None`
+    /// for the record ring, whose positions count bytes, and the byte
+    /// stream, which has no messages.
+    pub items: Option<u64>,
+    /// Bytes producers have put in, ever: items times the item size (SPSC,
+    /// MPMC), bytes written (stream), payload bytes sent (queue), or ring
+    /// bytes reserved (record ring: each record's 8-byte header and its
+    /// padding to 8 included, and the pad before a wrap).
+    pub bytes: Option<u64>,
+    /// Futex syscalls made on the ring's wait words (and its locks'), by
+    /// every process, summed modulo 2^32.
+    pub futex_calls: u32,
+    /// Claims or locks of dead endpoints repaired, ever (0 for SPSC).
+    pub repairs: u64,
+    /// Items lost with a receiver that died holding them, ever (MPMC and
+    /// queue; 0 for the others).
+    pub losses: u64,
+}
+
+/// The running totals of whichever ring starts `region` (SPSC, MPMC,
+/// record, stream or queue), read without attaching, with loads only: a
+/// read-only mapping will do. `None` if the region is too small or
+/// misaligned for a ring, or its magic word names none.
+///
+/// ```
+/// use ipcring::ring::{HeapRegion, ring_counters};
+/// use ipcring::ring::spsc::{Producer, SpscRing};
+///
+/// let heap = HeapRegion::new(SpscRing::<u64>::required_size(8)?)?;
+/// // SAFETY: fresh heap memory that outlives the handle, one producer.
+/// let mut tx = unsafe {
+///     SpscRing::<u64>::init(heap.region(), 8)?;
+///     Producer::<u64>::attach(heap.region())?
+/// };
+/// tx.try_push(7)?;
+/// tx.try_push(8)?;
+/// let counters = ring_counters(&heap.region()).unwrap();
+/// assert_eq!((counters.items, counters.bytes), (Some(2), Some(16)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn ring_counters(region: &Region) -> Option<RingCounters> {
+    if region.len() < std::mem::size_of::<RingInfo>() || region.as_ptr() as usize % 8 != 0 {
+        return None;
+    }
+    // SAFETY: large and aligned enough for a RingInfo (checked above), made
+    // of atomics, valid for any bytes; we only load.
+    let info = unsafe { &*region.as_ptr().cast::<RingInfo>() };
+    // Relaxed: the creator published the region before anyone could find it.
+    match info.magic.load(Ordering::Relaxed) {
+        spsc::MAGIC => spsc::counters_of(region),
+        mpmc::MAGIC => mpmc::counters_of(region),
+        record::MAGIC => record::counters_of(region),
+        stream::MAGIC => stream::counters_of(region),
+        #[cfg(not(loom))]
+        queue::MAGIC => queue::counters_of(region),
+        _ => None,
+    }
+}
+
+impl RingHeader {
+    /// The header at the start of `region`, for loads only, if the region
+    /// is large and aligned enough for `H` (a header that starts with a
+    /// `RingHeader`) and its magic is `magic`.
+    fn peek<H>(region: &Region, magic: u64) -> Option<&H> {
+        if region.len() < std::mem::size_of::<H>()
+            || region.as_ptr() as usize % std::mem::align_of::<H>() != 0
+        {
+            return None;
+        }
+        // SAFETY: large and aligned enough for `H` (checked above); every
+        // `H` we peek is made of atomics only, valid for any bytes, and the
+        // caller only loads. The region's memory outlives the borrow of
+        // `region` (Region's contract).
+        let ring = unsafe { &*region.as_ptr().cast::<RingHeader>() };
+        // Relaxed: the creator published the region before anyone found it.
+        if ring.info.magic.load(Ordering::Relaxed) != magic {
+            return None;
+        }
+        // SAFETY: as above, for the whole of `H`.
+        Some(unsafe { &*region.as_ptr().cast::<H>() })
+    }
+
+    /// Futex syscalls made on both wait words, modulo 2^32.
+    fn futex_calls(&self) -> u32 {
+        self.data_ready
+            .futex_calls()
+            .wrapping_add(self.space_ready.futex_calls())
+    }
+}
+
 /// Validates a capacity read from the region against what it can hold.
 fn check_stored_capacity(capacity: u64, max: u64) -> Result<usize, RingError> {
     if capacity == 0 || capacity > max {

@@ -53,8 +53,8 @@ use std::ptr::NonNull;
 
 use super::claims::{self, ClaimTable, NO_CLAIM, Repair, RingStats, Side};
 use super::{
-    Corruption, Pod, Region, RingError, RingHeader, RingInfo, check_region, check_stored_capacity,
-    slotted_layout,
+    Corruption, Pod, Region, RingCounters, RingError, RingHeader, RingInfo, check_region,
+    check_stored_capacity, slotted_layout,
 };
 use crate::sync::shim::{self, AtomicU64, Ordering, UnsafeCell};
 use crate::sync::{Deadline, WaitStrategy};
@@ -66,6 +66,24 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MPMCRNG2");
 struct Header {
     ring: RingHeader,
     claims: ClaimTable,
+}
+
+/// The totals of the MPMC ring at the start of `region`: `tail` holds the
+/// positions producers claimed, each an item of `flags` bytes (the item
+/// size; see `init`). Loads only.
+pub(crate) fn counters_of(region: &Region) -> Option<RingCounters> {
+    let header = RingHeader::peek::<Header>(region, MAGIC)?;
+    // Relaxed: statistics; each load stands alone.
+    let items = claims::position(header.ring.tail.load(Ordering::Relaxed));
+    let item_size = header.ring.info.flags.load(Ordering::Relaxed);
+    let stats = header.claims.stats();
+    Some(RingCounters {
+        items: Some(items),
+        bytes: Some(items.wrapping_mul(item_size)),
+        futex_calls: header.ring.futex_calls(),
+        repairs: stats.repairs,
+        losses: stats.losses,
+    })
 }
 
 #[repr(C)]

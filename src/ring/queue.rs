@@ -27,6 +27,7 @@
 //! | ... | `in_hand` | lock holder, token owner | 65 words: 1 while token `t` holds a received message it has not returned yet |
 //! | ... | `heads`, `tails` | lock holder (journaled) | 64 list ends, block index or `NIL` |
 //! | ... | `data_ready`, `space_ready` | all | [`WaitWord`]s: receivers, senders |
+//! | ... | `bytes_sent` | lock holder (journaled) | payload bytes sent, ever (wraps); in what was padding before, so a queue made before it reads 0 there |
 //! | [`blocks_offset`] | blocks | see below | `blocks` × (64-byte header + `max_msg` rounded up to 8) |
 //!
 //! A block's header is 8 words: `next` (list link or `NIL`), `type`,
@@ -39,7 +40,7 @@ use std::ptr::NonNull;
 
 use super::bytes::ByteBuf;
 use super::journal::{JournalFull, JournalLock, Released, Transaction};
-use super::{Corruption, Region, RingError, RingInfo, check_region};
+use super::{Corruption, Region, RingCounters, RingError, RingInfo, check_region};
 use crate::sync::shim::{AtomicU64, Ordering};
 use crate::sync::{Deadline, WaitStrategy, WaitWord};
 
@@ -148,7 +149,18 @@ pub struct QueueHeader {
     tails: [AtomicU64; MAX_PRIORITIES as usize],
     data_ready: WaitWord,
     space_ready: WaitWord,
+    /// Payload bytes sent, ever (wraps): journaled with `sent`, one entry
+    /// more in a transaction that has about ten. It sits in what was the
+    /// padding before the blocks (see the assertion below), so the layout
+    /// is unchanged and a queue made before it reads 0 here; a library
+    /// without it sends without counting, which only makes the total low.
+    bytes_sent: AtomicU64,
 }
+
+// `bytes_sent` came after the rest: it must stay inside the padding that
+// queues made before it already had, or the blocks would move.
+const _: () = assert!(std::mem::offset_of!(QueueHeader, bytes_sent) + 8 <= 2240);
+const _: () = assert!(std::mem::size_of::<QueueHeader>().next_multiple_of(64) == 2240);
 
 /// A queue's parameters, fixed at creation.
 ///
@@ -416,6 +428,9 @@ pub struct QueueStats {
     pub sent: u64,
     /// Messages received in all.
     pub received: u64,
+    /// Payload bytes sent in all (wraps; 0 in a queue made by a library
+    /// that did not count them).
+    pub bytes_sent: u64,
     /// Blocks and deliveries of dead endpoints repaired.
     pub repairs: u64,
     /// Messages lost with a receiver that died holding them.
@@ -593,6 +608,7 @@ impl MessageQueue {
             &header.last_recv_ns,
             &header.repairs,
             &header.losses,
+            &header.bytes_sent,
         ] {
             word.store(0, Ordering::Relaxed);
         }
@@ -689,6 +705,28 @@ pub fn queue_stats(region: &Region) -> Option<QueueStats> {
     Some(stats_of(header))
 }
 
+/// The totals of the queue at the start of `region`: sends and their
+/// payload bytes, the futex calls of its two wait words and its lock's,
+/// repairs and losses. Loads only.
+pub(crate) fn counters_of(region: &Region) -> Option<RingCounters> {
+    let stats = queue_stats(region)?;
+    // SAFETY: `queue_stats` checked size, alignment and magic; atomics
+    // only, and we only load.
+    let header = unsafe { &*region.as_ptr().cast::<QueueHeader>() };
+    let futex_calls = header
+        .data_ready
+        .futex_calls()
+        .wrapping_add(header.space_ready.futex_calls())
+        .wrapping_add(header.lock.futex_calls());
+    Some(RingCounters {
+        items: Some(stats.sent),
+        bytes: Some(stats.bytes_sent),
+        futex_calls,
+        repairs: stats.repairs,
+        losses: stats.losses,
+    })
+}
+
 fn stats_of(header: &QueueHeader) -> QueueStats {
     // Acquire: pairs with the journal's Release stores in `apply`, so the
     // figures are each a committed value (not a consistent snapshot).
@@ -707,6 +745,7 @@ fn stats_of(header: &QueueHeader) -> QueueStats {
         created_ns: load(&header.config.created_ns),
         sent: load(&header.sent),
         received: load(&header.received),
+        bytes_sent: load(&header.bytes_sent),
         repairs: load(&header.repairs),
         losses: load(&header.losses),
         removed: load(&header.removed) != 0,
@@ -1140,10 +1179,11 @@ impl Locked<'_> {
         Ok(())
     }
 
-    /// Stages the statistics of a send.
+    /// Stages the statistics of a send of `len` bytes.
     fn stage_sent(
         &self,
         tx: &mut Transaction<'_>,
+        len: usize,
         pid: u32,
         now_ns: u64,
     ) -> Result<(), QueueOpError> {
@@ -1151,6 +1191,10 @@ impl Locked<'_> {
         let count = Self::load(&header.count);
         tx.set(&header.count, count.wrapping_add(1))?;
         tx.set(&header.sent, Self::load(&header.sent).wrapping_add(1))?;
+        tx.set(
+            &header.bytes_sent,
+            Self::load(&header.bytes_sent).wrapping_add(len as u64),
+        )?;
         tx.set(&header.last_send_pid, u64::from(pid))?;
         tx.set(&header.last_send_ns, now_ns)?;
         Ok(())
@@ -1186,7 +1230,7 @@ impl Locked<'_> {
             Self::load(&header.bytes) + payload.len() as u64,
         )?;
         tx.set(&header.next_seq, seq.wrapping_add(1).max(1))?;
-        self.stage_sent(&mut tx, pid, now_ns)?;
+        self.stage_sent(&mut tx, payload.len(), pid, now_ns)?;
         tx.commit(TAG_SEND)?;
         Ok((index, seq))
     }
@@ -1463,7 +1507,7 @@ impl Locked<'_> {
         tx.set(&self.queue.block(index)[OWNER], 0)?;
         self.stage_link(&mut tx, index, priority)?;
         tx.set(&header.next_seq, seq.wrapping_add(1).max(1))?;
-        self.stage_sent(&mut tx, pid, now_ns)?;
+        self.stage_sent(&mut tx, len, pid, now_ns)?;
         tx.commit(TAG_SEND)?;
         Ok(seq)
     }

@@ -51,7 +51,7 @@ use std::ptr::NonNull;
 
 use super::bytes::ByteBuf;
 use super::claims::{self, ClaimTable, NO_CLAIM, Repair, RingStats, Side};
-use super::{Corruption, Region, RingError, RingHeader, RingInfo, check_region};
+use super::{Corruption, Region, RingCounters, RingError, RingHeader, RingInfo, check_region};
 use crate::sync::shim::{AtomicU64, Ordering};
 use crate::sync::{Deadline, WaitStrategy};
 
@@ -105,6 +105,30 @@ struct Header {
 }
 
 const BUFFER_OFFSET: usize = std::mem::size_of::<Header>();
+
+/// The totals of the record ring at the start of `region`: `tail` counts
+/// bytes reserved (one producer: a plain count; many: a position with the
+/// last claimer's id), framing included. Records are not counted: that
+/// would take a write per record that the positions spare us. Loads only.
+pub(crate) fn counters_of(region: &Region) -> Option<RingCounters> {
+    let header = RingHeader::peek::<Header>(region, MAGIC)?;
+    // Relaxed: statistics; each load stands alone.
+    let tail = header.ring.tail.load(Ordering::Relaxed);
+    let flags = header.ring.info.flags.load(Ordering::Relaxed);
+    let bytes = match ProducerMode::from_flags(flags) {
+        Ok(ProducerMode::Single) => Some(tail),
+        Ok(ProducerMode::Many) => Some(claims::position(tail)),
+        Err(_) => None,
+    };
+    let stats = header.claims.stats();
+    Some(RingCounters {
+        items: None,
+        bytes,
+        futex_calls: header.ring.futex_calls(),
+        repairs: stats.repairs,
+        losses: stats.losses,
+    })
+}
 
 /// A claim record with many producers: bits 32..=63 the start position / 8
 /// (modulo 2^32), bit 31 confirmed, bits 0..=30 the size / 8 (pad included).

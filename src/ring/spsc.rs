@@ -21,13 +21,29 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use super::{
-    Corruption, Pod, Region, RingError, RingHeader, RingInfo, check_region, check_stored_capacity,
-    slotted_layout,
+    Corruption, Pod, Region, RingCounters, RingError, RingHeader, RingInfo, check_region,
+    check_stored_capacity, slotted_layout,
 };
 use crate::sync::shim::{Ordering, UnsafeCell};
 use crate::sync::{Deadline, WaitStrategy};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"SPSCRING");
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SPSCRING");
+
+/// The totals of the SPSC ring at the start of `region`: `tail` counts the
+/// items published, each `slot_size` bytes. Loads only.
+pub(crate) fn counters_of(region: &Region) -> Option<RingCounters> {
+    let header = RingHeader::peek::<Header>(region, MAGIC)?;
+    // Relaxed: statistics; each load stands alone.
+    let items = header.tail.load(Ordering::Relaxed);
+    let item_size = header.info.slot_size.load(Ordering::Relaxed);
+    Some(RingCounters {
+        items: Some(items),
+        bytes: Some(items.wrapping_mul(item_size)),
+        futex_calls: header.futex_calls(),
+        repairs: 0,
+        losses: 0,
+    })
+}
 
 type Header = RingHeader;
 

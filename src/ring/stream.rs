@@ -79,7 +79,7 @@ use crossbeam_utils::CachePadded;
 
 use super::claims::{MAX_CLAIMERS, Side};
 use super::journal::{JOURNAL_LOCK_SIZE, JournalLock, Released, owner_token};
-use super::{Corruption, Region, RingError, RingHeader, RingInfo, check_region};
+use super::{Corruption, Region, RingCounters, RingError, RingHeader, RingInfo, check_region};
 use crate::sync::shim::{AtomicU64, Ordering};
 use crate::sync::{Deadline, WaitStrategy};
 
@@ -236,6 +236,40 @@ pub(crate) fn repairs_of(region: &Region) -> Option<u64> {
     let counters = unsafe { &*region.as_ptr().add(COUNTERS).cast::<Counters>() };
     // Relaxed: a statistic.
     Some(counters.repairs.load(Ordering::Relaxed))
+}
+
+/// The totals of the stream ring at the start of `region`: `tail` counts
+/// the bytes written; a stream has no messages. Loads only.
+pub(crate) fn counters_of(region: &Region) -> Option<RingCounters> {
+    if region.len() < CONTROL_SIZE {
+        return None;
+    }
+    let header = RingHeader::peek::<RingHeader>(region, MAGIC)?;
+    // SAFETY: the region holds a stream's control block (its magic, and
+    // CONTROL_SIZE bytes, checked above), whose locks sit at these offsets;
+    // made of atomics, valid for any bytes; we only load.
+    let (writer_lock, reader_lock) = unsafe {
+        (
+            JournalLock::at(region, WRITER_LOCK).ok()?,
+            JournalLock::at(region, READER_LOCK).ok()?,
+        )
+    };
+    // SAFETY: in bounds (CONTROL_SIZE) and aligned (a line boundary), as in
+    // `repairs_of`.
+    let counters = unsafe { &*region.as_ptr().add(COUNTERS).cast::<Counters>() };
+    // Relaxed: statistics; each load stands alone.
+    let bytes = header.tail.load(Ordering::Relaxed);
+    let futex_calls = header
+        .futex_calls()
+        .wrapping_add(writer_lock.futex_calls())
+        .wrapping_add(reader_lock.futex_calls());
+    Some(RingCounters {
+        items: None,
+        bytes: Some(bytes),
+        futex_calls,
+        repairs: counters.repairs.load(Ordering::Relaxed),
+        losses: 0,
+    })
 }
 
 /// The bytes of a stream, wherever the layer above mapped them.

@@ -44,6 +44,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRING\0");
 /// Version 3: a [`WaitWord`](crate::sync::WaitWord)'s sleeper count is a
 /// 64-bit `generation << 32 | count` at offset 8 (it was a 32-bit count at
 /// offset 4), so a version-2 library would sleep where we never look.
+/// Still version 3: offset 4 of a `WaitWord`, reserved and zero before,
+/// now counts the futex syscalls made on the word. Nothing reads it to
+/// decide anything, so a library that leaves it at zero shares a segment
+/// with one that counts in it.
 pub const LAYOUT_VERSION: u32 = 3;
 /// Bytes before the user area: one page, so the user area is page-aligned.
 pub const HEADER_SIZE: usize = 4096;

@@ -22,7 +22,9 @@ pub use wait::{Deadline, WaitStrategy, WaitWord};
 /// makes none, because waiters spin first and notifiers skip the wake when
 /// nobody sleeps. Sampling this before and after a workload says how often
 /// it fell back to the kernel. The count is kept in the slow path only,
-/// next to each syscall, with a relaxed increment.
+/// next to each syscall, with a relaxed increment. Each [`WaitWord`] also
+/// counts the calls made on it by every process that maps it
+/// ([`WaitWord::futex_calls`]).
 ///
 /// ```
 /// let before = ipcring::sync::futex_calls();

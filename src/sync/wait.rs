@@ -26,6 +26,14 @@
 //! still current; one whose generation was reset was woken by that reset
 //! and registers again if it must sleep on. So a process killed while
 //! parked costs one extra wake-up syscall, not one per operation forever.
+//!
+//! **Each word counts its own syscalls.** `futex_calls` goes up by one
+//! right before each futex wait (W5) and wake (N6) made on the word, so an
+//! observer that maps the segment (`ipcring stat --watch`) sees how often
+//! a channel falls back to the kernel. The increment sits on the slow path
+//! only, next to a syscall that costs hundreds of nanoseconds; the fast
+//! paths (a condition found while spinning, a notify with nobody asleep)
+//! never touch it.
 use std::time::Duration;
 
 use super::shim::{self, AtomicU32, AtomicU64, Ordering, fence};
@@ -97,17 +105,23 @@ impl Default for WaitStrategy {
 ///
 /// It lives in shared memory; its layout is part of the segment format:
 ///
-/// | offset | field      | written by                | meaning                       |
-/// |--------|------------|---------------------------|-------------------------------|
-/// | 0      | `epoch`    | notifiers (`fetch_add`)   | bumped before each futex wake; wraps |
-/// | 4      | (reserved) | nobody                    | 0; keeps `sleepers` aligned   |
-/// | 8      | `sleepers` | waiters (`+1` / `-1`), notifiers (reset) | `generation << 32 \| count`: waiters between W2 and W6 of the current generation |
+/// | offset | field         | written by                | meaning                       |
+/// |--------|---------------|---------------------------|-------------------------------|
+/// | 0      | `epoch`       | notifiers (`fetch_add`)   | bumped before each futex wake; wraps |
+/// | 4      | `futex_calls` | waiters and notifiers (`fetch_add`, next to the syscall only) | futex wait and wake syscalls made on this word, ever; wraps |
+/// | 8      | `sleepers`    | waiters (`+1` / `-1`), notifiers (reset) | `generation << 32 \| count`: waiters between W2 and W6 of the current generation |
 ///
 /// A corrupted `sleepers` can never make a wait read out of bounds. A count
 /// too high costs one wake-up syscall, at the next notify, which resets it
 /// (as does a waiter killed while asleep). A count scribbled to zero while
 /// someone sleeps may skip a notify: waits with a deadline still end, which
-/// is why the channels wait in slices.
+/// is why the channels wait in slices. `futex_calls` is a statistic nobody
+/// decides anything by: scribbled, it misleads an observer and nothing else.
+///
+/// Offset 4 was reserved (always zero) before it counted; the segment
+/// layout's version was kept for the change. Nobody ever read the word, so
+/// a library that leaves it at zero and one that counts in it work together
+/// on one segment; an observer merely sees no calls from the former.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -129,7 +143,7 @@ impl Default for WaitStrategy {
 #[derive(Debug, Default)]
 pub struct WaitWord {
     epoch: AtomicU32,
-    reserved: AtomicU32,
+    futex_calls: AtomicU32,
     sleepers: AtomicU64,
 }
 
@@ -142,7 +156,7 @@ impl WaitWord {
     pub const fn new() -> WaitWord {
         WaitWord {
             epoch: AtomicU32::new(0),
-            reserved: AtomicU32::new(0),
+            futex_calls: AtomicU32::new(0),
             sleepers: AtomicU64::new(0),
         }
     }
@@ -152,7 +166,7 @@ impl WaitWord {
     pub fn new() -> WaitWord {
         WaitWord {
             epoch: AtomicU32::new(0),
-            reserved: AtomicU32::new(0),
+            futex_calls: AtomicU32::new(0),
             sleepers: AtomicU64::new(0),
         }
     }
@@ -239,6 +253,7 @@ impl WaitWord {
                 self.deregister(generation);
                 return true;
             }
+            self.count_futex_call();
             let woken = shim::futex_wait(&self.epoch, epoch, deadline);
             self.deregister(generation);
             if ready() {
@@ -313,8 +328,36 @@ impl WaitWord {
         // N5. Release: pairs with the Acquire epoch load (W1).
         self.epoch.fetch_add(1, Ordering::Release);
         // N6.
+        self.count_futex_call();
         shim::futex_wake(&self.epoch, u32::MAX);
         true
+    }
+
+    /// Counts a futex syscall about to be made on this word.
+    fn count_futex_call(&self) {
+        // Relaxed: a statistic; nothing is published with it or decided by
+        // it, and `fetch_add` wraps.
+        self.futex_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Futex wait and wake system calls made on this word so far, by every
+    /// process that maps it, modulo 2^32. Compare two readings with
+    /// `wrapping_sub`.
+    ///
+    /// ```
+    /// use ipcring::sync::{Deadline, WaitStrategy, WaitWord};
+    /// use std::time::Duration;
+    ///
+    /// let word = WaitWord::new();
+    /// assert!(!word.notify_all()); // nobody asleep: no syscall, nothing counted
+    /// assert_eq!(word.futex_calls(), 0);
+    /// let deadline = Deadline::after(Duration::from_millis(1));
+    /// assert!(!word.wait_until(WaitStrategy::Park, Some(deadline), || false));
+    /// assert!(word.futex_calls() >= 1); // the wait that timed out
+    /// ```
+    pub fn futex_calls(&self) -> u32 {
+        // Relaxed: a statistic, as in `count_futex_call`.
+        self.futex_calls.load(Ordering::Relaxed)
     }
 
     /// Waiters that announced they sleep (a hint: it changes at any moment).
@@ -371,5 +414,26 @@ mod tests {
         );
         assert!(waiter.join().unwrap());
         assert_eq!(word.sleepers(), 0);
+        assert!(word.futex_calls() >= 1, "the wake syscall is counted");
+    }
+
+    #[test]
+    fn futex_calls_count_syscalls_and_nothing_else() {
+        let word = WaitWord::new();
+        assert!(!word.notify_all());
+        assert!(word.wait_until(WaitStrategy::Park, None, || true));
+        assert_eq!(word.futex_calls(), 0, "no syscall, nothing counted");
+        let deadline = Deadline::after(Duration::from_millis(5));
+        assert!(!word.wait_until(WaitStrategy::Park, Some(deadline), || false));
+        assert!(word.futex_calls() >= 1, "the timed-out wait is counted");
+    }
+
+    #[test]
+    fn futex_calls_wrap() {
+        let word = WaitWord::new();
+        word.futex_calls.store(u32::MAX, Ordering::Relaxed);
+        let deadline = Deadline::after(Duration::from_millis(1));
+        assert!(!word.wait_until(WaitStrategy::Park, Some(deadline), || false));
+        assert!(word.futex_calls() < 8, "wrapped past u32::MAX");
     }
 }

@@ -15,8 +15,12 @@ use super::message::Item;
 const CAPACITY: usize = RING_OFFSET + 8;
 const TAIL: usize = RING_OFFSET + 128;
 const HEAD: usize = RING_OFFSET + 256;
-const DATA_READY_SLEEPERS: usize = RING_OFFSET + 384 + 4;
-const SPACE_READY_SLEEPERS: usize = RING_OFFSET + 512 + 4;
+/// A wait word: `futex_calls` at 4, `sleepers` at 8 (`generation << 32 |
+/// count`; the count is the low, first half on little-endian machines).
+const DATA_READY_FUTEX_CALLS: usize = RING_OFFSET + 384 + 4;
+const DATA_READY_SLEEPERS: usize = RING_OFFSET + 384 + 8;
+const SPACE_READY_FUTEX_CALLS: usize = RING_OFFSET + 512 + 4;
+const SPACE_READY_SLEEPERS: usize = RING_OFFSET + 512 + 8;
 /// After the ring header (640 bytes) and the claim records (8320).
 const SLOTS: usize = RING_OFFSET + 8960;
 const PRODUCER_TABLE: usize = 8;
@@ -136,6 +140,12 @@ pub fn describe(segment: &Segment, kind: ChannelKind) -> String {
         "  sleepers: {} on data_ready, {} on space_ready (a process killed asleep stays counted)",
         half(segment, DATA_READY_SLEEPERS),
         half(segment, SPACE_READY_SLEEPERS)
+    );
+    let _ = writeln!(
+        text,
+        "  futex calls: {} on data_ready, {} on space_ready",
+        half(segment, DATA_READY_FUTEX_CALLS),
+        half(segment, SPACE_READY_FUTEX_CALLS)
     );
     let _ = writeln!(text, "  {}", table(segment, PRODUCER_TABLE, "senders"));
     let _ = write!(text, "  {}", table(segment, CONSUMER_TABLE, "receivers"));
