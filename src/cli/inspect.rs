@@ -180,9 +180,10 @@ pub fn rm_stale(names: &[String]) -> Result<(), String> {
 /// A segment kind by name: the channel kinds this library makes, else its
 /// four ASCII letters, else the number.
 pub(crate) fn kind_name(kind: u32) -> String {
-    use ipcring::channel::{mpmc, queue, records, spsc};
+    use ipcring::channel::{mpmc, queue, records, spsc, stream};
     match kind {
         queue::KIND => "queue".into(),
+        stream::KIND => "stream".into(),
         spsc::KIND => "spsc".into(),
         mpmc::KIND => "mpmc".into(),
         records::KIND_SINGLE | records::KIND_MANY => "records".into(),

@@ -316,6 +316,7 @@ fn create_applies_the_mode_and_capacity() {
     let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
     assert_eq!(stat["mode"], "0640");
     assert_eq!(stat["kind"], u64::from(stream::KIND));
+    assert_eq!(stat["kind_name"], "stream");
     assert_eq!(stat["repairs"], 0);
     assert_eq!(
         stream::Writer::open(&address).unwrap().capacity(),
