@@ -89,10 +89,11 @@ fn drop_capability(cap: u32) {
     assert_eq!(set, 0, "capset");
 }
 
-fn expect_lock_failed<T: std::fmt::Debug>(what: &str, result: Result<T, ChannelError>) {
+fn expect_lock_failed<T>(what: &str, result: Result<T, ChannelError>) {
     match result {
         Err(ChannelError::Segment(SegmentError::LockFailed { .. })) => {}
-        other => panic!("{what}: expected LockFailed, got {other:?}"),
+        Err(e) => panic!("{what}: expected LockFailed, got {e:?}"),
+        Ok(_) => panic!("{what}: locked without room to lock"),
     }
 }
 
@@ -172,6 +173,83 @@ fn a_stream_whose_mirror_cannot_be_locked_leaves_no_name_behind() {
     .wait_success(LIMIT);
     assert_nothing_left(&fresh);
     assert_eq!(live_participants(&existing), 1, "only the writer's process");
+}
+
+/// Run in a child with no room to lock: `open_or_create` of channels the
+/// parent made, asking to lock; and of fresh names, POSIX and SysV.
+fn open_channels_without_room_to_lock() {
+    use ipcring::channel::queue::{Queue, QueueConfig, Select};
+    let spsc_at = env_address("SPSC");
+    let queue_at = env_address("QUEUE");
+    let fresh = [env_address("FRESH_POSIX"), env_address("FRESH_SYSV")];
+    let locked = ChannelOptions::new().lock_memory(true);
+    let before = [live_participants(&spsc_at), live_participants(&queue_at)];
+    limit_locking_to(0);
+    expect_lock_failed(
+        "spsc open_or_create",
+        spsc::Receiver::<u64>::open_or_create(&spsc_at, 64, &locked),
+    );
+    match Queue::open_or_create(&queue_at, &QueueConfig::new(8, 64), &locked) {
+        Err(e) => {
+            let message = format!("{e:?}");
+            assert!(message.contains("LockFailed"), "queue: {message}");
+        }
+        Ok(_) => panic!("queue: opened and locked without room to lock"),
+    }
+    for address in &fresh {
+        expect_lock_failed(
+            "fresh spsc",
+            spsc::Sender::<u64>::open_or_create(address, 64, &locked),
+        );
+        assert_nothing_left(address);
+    }
+    assert_eq!(
+        [live_participants(&spsc_at), live_participants(&queue_at)],
+        before
+    );
+    // No endpoint slot was left taken: the only receiver attaches.
+    let mut rx = spsc::Receiver::<u64>::open(&spsc_at).unwrap();
+    assert_eq!(rx.try_recv().unwrap(), 5);
+    let mut queue = Queue::open(&queue_at).unwrap();
+    let mut buffer = [0u8; 64];
+    assert_eq!(queue.try_recv(Select::Any, &mut buffer).unwrap().len, 3);
+}
+
+/// Channels that exist, opened by a process that asks to lock and may
+/// not (`open_or_create`, RLIMIT_MEMLOCK 0, no CAP_IPC_LOCK), and fresh
+/// names created the same way: `LockFailed`, no name or key left, no
+/// live registration, and the channels' endpoints still free to take.
+#[test]
+fn channel_openers_that_cannot_lock_leave_each_channel_as_it_was() {
+    const NAME: &str = "channel_openers_that_cannot_lock_leave_each_channel_as_it_was";
+    if common::child_role().is_some() {
+        open_channels_without_room_to_lock();
+        return;
+    }
+    use ipcring::channel::queue::{Queue, QueueConfig};
+    let spsc_at = unique_posix("h8-lock-spsc");
+    let queue_at = unique_sysv();
+    let fresh_posix = unique_posix("h8-lock-fresh");
+    let fresh_sysv = unique_sysv();
+    let _cleanup = [&spsc_at, &queue_at, &fresh_posix, &fresh_sysv].map(|a| Cleanup(a.clone()));
+    let options = ChannelOptions::new();
+    let mut tx = spsc::Sender::<u64>::create(&spsc_at, 64, &options).unwrap();
+    tx.send(5).unwrap();
+    let mut queue = Queue::create(&queue_at, &QueueConfig::new(8, 64), &options).unwrap();
+    queue.send(b"abc", 1, 0).unwrap();
+    common::spawn_child(
+        NAME,
+        "open-without-lock-room",
+        &[
+            ("SPSC", spsc_at.to_string()),
+            ("QUEUE", queue_at.to_string()),
+            ("FRESH_POSIX", fresh_posix.to_string()),
+            ("FRESH_SYSV", fresh_sysv.to_string()),
+        ],
+    )
+    .wait_success(LIMIT);
+    assert_nothing_left(&fresh_posix);
+    assert_nothing_left(&fresh_sysv);
 }
 
 /// Run in a child: read-only openers that lock, with and without room.
@@ -440,4 +518,185 @@ fn prefault_and_lock_while_another_process_truncates_are_typed() {
         .collect();
     assert_eq!(live.len(), 1, "{live:?}");
     drop(creator);
+}
+
+/// Held by the tests that take huge pages, so that they do not take them
+/// from one another.
+static HUGE_PAGE_POOL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The default huge page size, if the pool has `pages` pages free for us.
+fn huge_pages_free(pages: u64) -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let field = |name: &str| {
+        meminfo.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+    };
+    let size = field("Hugepagesize")? * 1024;
+    let free = field("HugePages_Free")?.saturating_sub(field("HugePages_Rsvd")?);
+    if free < pages {
+        eprintln!(
+            "skipped: {free} huge pages free, {pages} needed \
+             (reserve some with `sysctl vm.nr_hugepages=N`)"
+        );
+        return None;
+    }
+    Some(size as usize)
+}
+
+/// Run in a child: open the huge page segment the parent made (SysV by
+/// key, or a memfd by inherited descriptor) with prefault, lock and
+/// read-only prefault; then, with no room to lock, fail cleanly.
+fn open_huge_pages_elsewhere() {
+    let huge: usize = std::env::var("HUGE").unwrap().parse().unwrap();
+    let open = |options: &OpenOptions| match std::env::var("FD") {
+        Ok(fd) => Segment::open_inherited(fd.parse().unwrap(), options),
+        Err(_) => Segment::open(&env_address("SYSV"), options),
+    };
+    for options in [
+        OpenOptions::new().prefault(true),
+        OpenOptions::new().prefault(true).lock_memory(true),
+        OpenOptions::new().read_only().prefault(true),
+    ] {
+        let segment = open(&options).unwrap();
+        assert_eq!(segment.user_len(), huge - HEADER_SIZE, "{options:?}");
+        let stats = mapping_stats(segment.user_ptr());
+        assert_eq!(stats.page_size, huge as u64, "{options:?}: huge pages");
+        assert_eq!(stats.hugetlb, huge as u64, "{options:?}: prefaulted");
+        if let Ok(word) = segment.view::<std::sync::atomic::AtomicU64>(segment.user_len() - 8) {
+            // The parent's 7, or the 8 an earlier opening here wrote.
+            let seen = word.swap(8, std::sync::atomic::Ordering::Relaxed);
+            assert!(seen == 7 || seen == 8, "{options:?}: {seen}");
+        }
+    }
+    limit_locking_to(0);
+    match open(&OpenOptions::new().prefault(true).lock_memory(true)) {
+        Err(SegmentError::LockFailed { .. }) => {}
+        other => panic!("expected LockFailed, got {other:?}"),
+    }
+}
+
+/// A huge page segment (SysV, and an anonymous one handed down by
+/// descriptor), its size rounded up from one byte, opened by another
+/// process with prefault, with lock and read-only: each mapping is of
+/// huge pages, all faulted in; an opener with no room to lock fails with
+/// `LockFailed` and leaves no registration; removing it leaves no key.
+#[test]
+fn a_huge_page_segment_is_prefaulted_and_locked_by_another_process() {
+    const NAME: &str = "a_huge_page_segment_is_prefaulted_and_locked_by_another_process";
+    if common::child_role().is_some() {
+        open_huge_pages_elsewhere();
+        return;
+    }
+    let _pool = HUGE_PAGE_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(huge) = huge_pages_free(2) else {
+        return;
+    };
+    let sysv = unique_sysv();
+    let _cleanup = Cleanup(sysv.clone());
+    let options = CreateOptions::new(1).huge_pages(true);
+    let segment = Segment::create(&sysv, &options).unwrap();
+    let anonymous = Segment::create_anonymous(&options).unwrap();
+    for (segment, what) in [(&segment, "sysv"), (&anonymous, "memfd")] {
+        assert_eq!(segment.user_len(), huge - HEADER_SIZE, "{what}: rounded up");
+        segment
+            .view::<std::sync::atomic::AtomicU64>(segment.user_len() - 8)
+            .unwrap()
+            .store(7, std::sync::atomic::Ordering::Relaxed);
+    }
+    let inherited = anonymous.inheritable_fd().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&inherited).to_string();
+    let huge_text = huge.to_string();
+    common::spawn_child(
+        NAME,
+        "open-huge",
+        &[("SYSV", sysv.to_string()), ("HUGE", huge_text.clone())],
+    )
+    .wait_success(LIMIT);
+    common::spawn_child(NAME, "open-huge", &[("FD", fd), ("HUGE", huge_text)]).wait_success(LIMIT);
+    drop(inherited);
+    for (segment, what) in [(&segment, "sysv"), (&anonymous, "memfd")] {
+        let word = segment
+            .view::<std::sync::atomic::AtomicU64>(segment.user_len() - 8)
+            .unwrap();
+        assert_eq!(word.load(std::sync::atomic::Ordering::Relaxed), 8, "{what}");
+        let live = segment.participants().iter().filter(|p| p.alive).count();
+        assert_eq!(live, 1, "{what}: only ours is alive");
+    }
+    drop((segment, anonymous));
+    Segment::remove(&sysv).unwrap();
+    assert_nothing_left(&sysv);
+}
+
+/// A byte stream's ring copied onto huge pages (an anonymous segment of
+/// the stream's kind), as a peer could hand one over: attaching refuses
+/// to map its data twice there, with `Unsupported`, instead of a mirror
+/// that is not one.
+#[test]
+fn a_stream_ring_on_huge_pages_is_refused_when_attaching() {
+    let _pool = HUGE_PAGE_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if huge_pages_free(1).is_none() {
+        return;
+    }
+    let page = ipcring::segment::page_size();
+    let model = stream::create_segment(None, page, &ChannelOptions::new()).unwrap();
+    let huge = Segment::create_anonymous(
+        &CreateOptions::new(model.user_len())
+            .kind(stream::KIND)
+            .huge_pages(true),
+    )
+    .unwrap();
+    for offset in (0..model.user_len()).step_by(8) {
+        let word = model
+            .view::<std::sync::atomic::AtomicU64>(offset)
+            .unwrap()
+            .load(std::sync::atomic::Ordering::Relaxed);
+        huge.view::<std::sync::atomic::AtomicU64>(offset)
+            .unwrap()
+            .store(word, std::sync::atomic::Ordering::Relaxed);
+    }
+    let second = huge.reopen(&OpenOptions::new()).unwrap();
+    for result in [
+        stream::Reader::attach(huge).map(drop),
+        stream::Writer::attach(second).map(drop),
+    ] {
+        match result {
+            Err(ChannelError::Unsupported { .. })
+            | Err(ChannelError::Segment(SegmentError::Unsupported { .. })) => {}
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+}
+
+/// Sizes at the edge of the limit with huge pages: one that rounds up
+/// past 1 TiB, and ones that fit it but no pool: typed errors, never an
+/// overflow, and no key left. Needs no pool (the pool is what says no).
+#[test]
+fn huge_page_sizes_at_the_limit_are_typed_errors_that_leave_nothing() {
+    use ipcring::segment::MAX_USER_SIZE;
+    let _pool = HUGE_PAGE_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let sysv = unique_sysv();
+    let _cleanup = Cleanup(sysv.clone());
+    for user in [
+        MAX_USER_SIZE,
+        MAX_USER_SIZE - HEADER_SIZE,
+        MAX_USER_SIZE - HEADER_SIZE + 1,
+        MAX_USER_SIZE + 1,
+        usize::MAX,
+    ] {
+        let options = CreateOptions::new(user).huge_pages(true);
+        for result in [
+            Segment::create(&sysv, &options),
+            Segment::create_anonymous(&options),
+        ] {
+            match result {
+                Err(
+                    SegmentError::InvalidOptions { .. } | SegmentError::HugePagesUnavailable { .. },
+                ) => {}
+                other => panic!("{user} bytes: expected a typed refusal, got {other:?}"),
+            }
+        }
+        assert_nothing_left(&sysv);
+    }
 }
