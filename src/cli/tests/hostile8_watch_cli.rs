@@ -278,6 +278,31 @@ fn names_that_lead_to_no_channel_exit_1_or_2_with_one_line() {
         Segment::create(&plain_big, &CreateOptions::new(1 << 16).kind(0xdead_beef)).unwrap(),
         Segment::create(&plain_sysv, &CreateOptions::new(1 << 16).kind(spsc_kind)).unwrap(),
     ];
+    // SysV segments another program made: blank, and full of bytes.
+    let raw_keys = [unique_sysv(), unique_sysv()];
+    let _raw: Vec<common::RemoveSysvKey> = raw_keys
+        .iter()
+        .enumerate()
+        .map(|(i, address)| {
+            let Address::SysV(key) = address else {
+                unreachable!()
+            };
+            // SAFETY: plain syscalls on a fresh segment of our own; the
+            // bytes written lie within its 64 KiB, attached here.
+            unsafe {
+                let id = libc::shmget(key.get(), 1 << 16, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
+                assert!(id >= 0, "shmget");
+                if i == 1 {
+                    let at = libc::shmat(id, std::ptr::null(), 0);
+                    assert_ne!(at as isize, -1, "shmat");
+                    std::ptr::write_bytes(at.cast::<u8>(), 0xa5, 1 << 16);
+                    libc::shmdt(at);
+                }
+            }
+            common::RemoveSysvKey(key.get())
+        })
+        .collect();
+    let raw_names = raw_keys.map(|address| address.to_string());
     let (plain_small, plain_big, plain_sysv) = (
         plain_small.to_string(),
         plain_big.to_string(),
@@ -301,6 +326,8 @@ fn names_that_lead_to_no_channel_exit_1_or_2_with_one_line() {
         plain_small.as_str(),
         plain_big.as_str(),
         plain_sysv.as_str(),
+        raw_names[0].as_str(),
+        raw_names[1].as_str(),
     ] {
         let output = run(&[
             "stat",
