@@ -187,6 +187,9 @@ impl ReopenNamed for Segment {
     }
 }
 
+/// Makes a channel segment at the address it closes over.
+type Maker<'a> = Box<dyn Fn() -> Result<Segment, ChannelError> + 'a>;
+
 /// Every channel kind, POSIX and SysV, its ring region (header, positions,
 /// wait words and slots) scribbled with random words a hundred times over:
 /// each reading is numbers or a typed error, and each pair of readings
@@ -198,7 +201,7 @@ fn every_channel_kind_scribbled_reads_without_panic_posix_and_sysv() {
     for address in [unique_posix("h8-scribbled"), unique_sysv()] {
         let _cleanup = Cleanup(address.clone());
         let is_sysv = matches!(address, Address::SysV(_));
-        let mut makers: Vec<(&str, Box<dyn Fn() -> Result<Segment, ChannelError>>)> = vec![
+        let mut makers: Vec<(&str, Maker)> = vec![
             (
                 "spsc",
                 Box::new(|| spsc::create_segment::<u64>(Some(&address), 64, &options)),
