@@ -142,9 +142,13 @@ const MAX_PER_SECOND: u64 = 1 << 40;
 /// More than this many futex calls per second on one channel (about 2.7
 /// × 10^8) is no channel's doing: each call enters the kernel and takes the
 /// futex's hash-bucket lock, hundreds of nanoseconds, on a handful of words.
-/// Below 2^32 over any interval up to 16 s, so that a 32-bit count that went
-/// backwards is told from one that grew.
 const MAX_FUTEX_CALLS_PER_SECOND: u64 = 1 << 28;
+/// The most a 32-bit count compared modulo 2^32 may grow in one interval,
+/// however long: a reading 2^31 or more ahead of the last is nearer to one
+/// behind it (serial number arithmetic, as in RFC 1982). Without this cap,
+/// over an interval of 16 s or more (a monitor that was stopped) a count
+/// that went back by one would read as four billion calls.
+const MAX_FUTEX_GROWTH: u64 = (1 << 31) - 1;
 /// Intervals shorter than this are judged as this long, so that a reading
 /// taken right after another still allows for a little growth.
 const MIN_JUDGED_INTERVAL: Duration = Duration::from_millis(1);
@@ -176,11 +180,13 @@ impl Counters {
     /// one. Counts that went backwards or grew implausibly fast are
     /// [`Change::Implausible`]; counts either reading lacks are
     /// [`Change::NotKept`]. The futex count, 32 bits wide, is compared
-    /// modulo 2^32.
+    /// modulo 2^32: growth of 2^31 or more in one interval cannot be told
+    /// from a count that went backwards, and is `Implausible` however long
+    /// the interval.
     pub fn since(&self, earlier: &Counters, elapsed: Duration) -> Changes {
         let futex_calls = {
             let grown = u64::from(self.futex_calls.wrapping_sub(earlier.futex_calls));
-            if grown <= limit(MAX_FUTEX_CALLS_PER_SECOND, elapsed) {
+            if grown <= limit(MAX_FUTEX_CALLS_PER_SECOND, elapsed).min(MAX_FUTEX_GROWTH) {
                 Change::By(grown)
             } else {
                 Change::Implausible

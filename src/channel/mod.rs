@@ -343,7 +343,9 @@ impl ChannelOptions {
     /// Whether this endpoint's mapping of the segment is locked in memory,
     /// when it creates the channel and when `open_or_create` opens it;
     /// fails with [`SegmentError::LockFailed`] if `RLIMIT_MEMLOCK` does
-    /// not allow it. See [`CreateOptions::lock_memory`]; for `open` or
+    /// not allow it. A byte stream also locks the second mapping of its
+    /// data (twice its capacity more); a `create` that fails there removes
+    /// the name it made. See [`CreateOptions::lock_memory`]; for `open` or
     /// `attach`, [`OpenOptions::lock_memory`].
     pub fn lock_memory(mut self, lock: bool) -> ChannelOptions {
         self.lock_memory = lock;

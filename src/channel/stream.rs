@@ -170,6 +170,23 @@ pub fn pipe(capacity: usize, options: &ChannelOptions) -> Result<(Reader, Writer
     Ok((reader, writer))
 }
 
+/// Removes the name of a stream this call just created if attaching to it
+/// failed, so that a failed `create` leaves nothing behind. Unlike other
+/// channels, attaching can fail on a fresh stream: its data is mapped a
+/// second time, and locking that mirror may exceed `RLIMIT_MEMLOCK` where
+/// the segment alone did not.
+fn unname_on_error<E>(
+    address: &Address,
+    attached: Result<E, ChannelError>,
+) -> Result<E, ChannelError> {
+    if attached.is_err() {
+        // As `channel::create_segment` does when a ring cannot be set up;
+        // an error (someone removed it first) leaves nothing to do.
+        let _ = Segment::remove(address);
+    }
+    attached
+}
+
 /// What both ends hold once attached.
 struct Attached {
     endpoint: Endpoint,
@@ -456,7 +473,7 @@ impl Writer {
         options: &ChannelOptions,
     ) -> Result<Writer, ChannelError> {
         let segment = create_segment(Some(address), capacity, options)?;
-        Writer::attach_with(segment, options.strategy)
+        unname_on_error(address, Writer::attach_with(segment, options.strategy))
     }
 
     /// Opens a named stream as a writer.
@@ -893,7 +910,7 @@ impl Reader {
         options: &ChannelOptions,
     ) -> Result<Reader, ChannelError> {
         let segment = create_segment(Some(address), capacity, options)?;
-        Reader::attach_with(segment, options.strategy)
+        unname_on_error(address, Reader::attach_with(segment, options.strategy))
     }
 
     /// Opens a named stream as a reader.

@@ -11,7 +11,7 @@
 //! up front.
 
 use ipcring::channel::{ChannelOptions, spsc};
-use ipcring::segment::{CreateOptions, OpenOptions, Segment};
+use ipcring::segment::OpenOptions;
 use ipcring::sync::WaitStrategy;
 
 use super::ipcring::{PINGPONG_CAPACITY, payload_supported, spsc_echo, with_payload};
@@ -87,14 +87,21 @@ impl ResidentSpsc {
 impl PingPongTransport for ResidentSpsc {
     fn supports(&self, size: usize) -> Result<(), String> {
         payload_supported(size)?;
-        if self.residency.huge_pages {
-            // A one-page probe: refused at once when the system has no
-            // huge pages reserved, with the reason the row then shows.
-            Segment::create_anonymous(&CreateOptions::new(4096).huge_pages(true))
-                .map(drop)
-                .map_err(|e| e.to_string())?;
+        if !(self.residency.huge_pages || self.residency.lock) {
+            return Ok(());
         }
-        Ok(())
+        // Both rings made as the row makes them, then dropped: a huge page
+        // pool too small for them, or a locked-memory limit too low, skips
+        // the row with the reason instead of failing it half-way (a
+        // one-page probe passes where a 4 MiB ring does not). The child
+        // maps and locks the same two segments, within the same limits.
+        let options = self.residency.channel_options(self.strategy);
+        with_payload!(size, T => {
+            let make = || spsc::create_segment::<T>(None, self.capacity(), &options);
+            make()
+                .and_then(|down| make().map(|up| drop((down, up))))
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn parent(&self, mut spawner: Spawner<'_>, size: usize) -> Result<Box<dyn Echo>, String> {
