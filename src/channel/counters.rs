@@ -2,11 +2,13 @@
 //! attaching, and what changed between two readings: what a monitor
 //! samples (`ipcring stat --watch`).
 //!
-//! Nothing here writes to the segment, and nothing on a send or receive
-//! path was added for it. Messages and bytes come from the positions the
-//! rings keep anyway (and from the queue's journaled totals), futex calls
-//! from the wait words' own counts, repairs and losses from the counts kept
-//! for `stat`. Where the memory does not hold a count, the field is `None`
+//! Nothing here writes to the segment, and no fast path of a send or
+//! receive pays for it. Messages and bytes come from the positions the
+//! rings keep anyway, except a queue's payload bytes: a queue send journals
+//! one word more for them, under the lock it holds anyway. Futex calls come
+//! from the wait words' own counts, a relaxed increment next to each futex
+//! syscall; repairs and losses from the counts kept for `stat`. Where the
+//! memory does not hold a count, the field is `None`
 //! rather than a write per message: a record channel counts bytes only
 //! (its positions are in bytes, framing included), and a byte stream has
 //! no messages.

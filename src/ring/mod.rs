@@ -433,18 +433,24 @@ pub fn ring_counters(region: &Region) -> Option<RingCounters> {
 
 impl RingHeader {
     /// The header at the start of `region`, for loads only, if the region
-    /// is large and aligned enough for `H` (a header that starts with a
-    /// `RingHeader`) and its magic is `magic`.
-    fn peek<H>(region: &Region, magic: u64) -> Option<&H> {
+    /// is large and aligned enough for `H` and its magic is `magic`.
+    ///
+    /// # Safety
+    ///
+    /// `H` must be `#[repr(C)]`, start with a `RingHeader` (so it is at
+    /// least as large and as aligned), and be made of atomics only, so that
+    /// any bytes, however a peer wrote them, are a valid `H`. The caller
+    /// only loads through the reference.
+    unsafe fn peek<H>(region: &Region, magic: u64) -> Option<&H> {
         if region.len() < std::mem::size_of::<H>()
             || region.as_ptr() as usize % std::mem::align_of::<H>() != 0
         {
             return None;
         }
-        // SAFETY: large and aligned enough for `H` (checked above); every
-        // `H` we peek is made of atomics only, valid for any bytes, and the
-        // caller only loads. The region's memory outlives the borrow of
-        // `region` (Region's contract).
+        // SAFETY: large and aligned enough for `H` (checked above), which
+        // starts with a `RingHeader` made of atomics (the caller's promise);
+        // we only load. The region's memory outlives the borrow of `region`
+        // (Region's contract).
         let ring = unsafe { &*region.as_ptr().cast::<RingHeader>() };
         // Relaxed: the creator published the region before anyone found it.
         if ring.info.magic.load(Ordering::Relaxed) != magic {

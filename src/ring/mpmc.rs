@@ -72,7 +72,9 @@ struct Header {
 /// positions producers claimed, each an item of `flags` bytes (the item
 /// size; see `init`). Loads only.
 pub(crate) fn counters_of(region: &Region) -> Option<RingCounters> {
-    let header = RingHeader::peek::<Header>(region, MAGIC)?;
+    // SAFETY: `Header` is repr(C), starts with a RingHeader, and holds
+    // atomics only; we only load.
+    let header = unsafe { RingHeader::peek::<Header>(region, MAGIC)? };
     // Relaxed: statistics; each load stands alone.
     let items = claims::position(header.ring.tail.load(Ordering::Relaxed));
     let item_size = header.ring.info.flags.load(Ordering::Relaxed);

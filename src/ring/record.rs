@@ -111,7 +111,9 @@ const BUFFER_OFFSET: usize = std::mem::size_of::<Header>();
 /// last claimer's id), framing included. Records are not counted: that
 /// would take a write per record that the positions spare us. Loads only.
 pub(crate) fn counters_of(region: &Region) -> Option<RingCounters> {
-    let header = RingHeader::peek::<Header>(region, MAGIC)?;
+    // SAFETY: `Header` is repr(C), starts with a RingHeader, and holds
+    // atomics only; we only load.
+    let header = unsafe { RingHeader::peek::<Header>(region, MAGIC)? };
     // Relaxed: statistics; each load stands alone.
     let tail = header.ring.tail.load(Ordering::Relaxed);
     let flags = header.ring.info.flags.load(Ordering::Relaxed);

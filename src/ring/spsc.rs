@@ -32,7 +32,8 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SPSCRING");
 /// The totals of the SPSC ring at the start of `region`: `tail` counts the
 /// items published, each `slot_size` bytes. Loads only.
 pub(crate) fn counters_of(region: &Region) -> Option<RingCounters> {
-    let header = RingHeader::peek::<Header>(region, MAGIC)?;
+    // SAFETY: `Header` is the RingHeader itself; we only load.
+    let header = unsafe { RingHeader::peek::<Header>(region, MAGIC)? };
     // Relaxed: statistics; each load stands alone.
     let items = header.tail.load(Ordering::Relaxed);
     let item_size = header.info.slot_size.load(Ordering::Relaxed);

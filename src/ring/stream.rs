@@ -244,7 +244,8 @@ pub(crate) fn counters_of(region: &Region) -> Option<RingCounters> {
     if region.len() < CONTROL_SIZE {
         return None;
     }
-    let header = RingHeader::peek::<RingHeader>(region, MAGIC)?;
+    // SAFETY: the RingHeader itself; we only load.
+    let header = unsafe { RingHeader::peek::<RingHeader>(region, MAGIC)? };
     // SAFETY: the region holds a stream's control block (its magic, and
     // CONTROL_SIZE bytes, checked above), whose locks sit at these offsets;
     // made of atomics, valid for any bytes; we only load.

@@ -637,3 +637,70 @@ fn many_producer_records_arrive_whole_and_in_per_producer_order() {
         producer.join().unwrap();
     }
 }
+
+/// `ring_counters` on every ring kind: the totals of a fresh ring, then any
+/// bytes in every word after the magic, as a peer may write them. It must
+/// never panic (overflow checks are on) nor read outside the region; under
+/// Miri this checks the casts of each ring's `counters_of`.
+#[test]
+fn ring_counters_read_every_ring_kind_whatever_its_words_hold() {
+    use super::queue::{MessageQueue, QueueConfig};
+    use super::ring_counters;
+    use super::stream::{CONTROL_SIZE, StreamRing};
+
+    // No handle outlives its ring's setup: the memory is scribbled over
+    // below, and only `ring_counters` may read it then.
+    let spsc_heap = {
+        let (heap, mut tx, _) = spsc(8);
+        tx.try_push(7).unwrap();
+        tx.try_push(8).unwrap();
+        heap
+    };
+    let (mpmc_heap, _) = mpmc(8);
+    let (single_heap, _, _) = records(256, ProducerMode::Single);
+    let (many_heap, _, _) = records(256, ProducerMode::Many);
+    let stream_heap =
+        HeapRegion::new(StreamRing::required_size(256, CONTROL_SIZE).unwrap()).unwrap();
+    // SAFETY: fresh memory, no handle yet.
+    unsafe { StreamRing::init(stream_heap.region(), 256, CONTROL_SIZE).unwrap() };
+    let config = QueueConfig {
+        max_msgs: 2,
+        max_bytes: 16,
+        max_msg: 8,
+        priorities: 32,
+    };
+    let queue_heap = HeapRegion::new(MessageQueue::required_size(&config).unwrap()).unwrap();
+    // SAFETY: fresh memory, no handle yet.
+    unsafe { MessageQueue::init(queue_heap.region(), &config, 0).unwrap() };
+
+    let counters = ring_counters(&spsc_heap.region()).unwrap();
+    assert_eq!((counters.items, counters.bytes), (Some(2), Some(16)));
+    let heaps = [
+        &spsc_heap,
+        &mpmc_heap,
+        &single_heap,
+        &many_heap,
+        &stream_heap,
+        &queue_heap,
+    ];
+    for heap in heaps {
+        assert!(ring_counters(&heap.region()).is_some());
+    }
+    // Every word after the magic (at 0), up to the end of the largest header
+    // read (a claim table); fewer under Miri. Each is left at 0, so later
+    // readings see a mix of zeros and live fields.
+    let stride = if cfg!(miri) { 72 } else { 8 };
+    for heap in heaps {
+        let region = heap.region();
+        let end = region.len().min(16 << 10) / 8 * 8;
+        for offset in (8..end).step_by(stride) {
+            // SAFETY: in bounds (below `end`) and 8-aligned (the region is
+            // RING_ALIGN-aligned); no handle on the region is left.
+            let word = unsafe { &*region.as_ptr().add(offset).cast::<StdAtomicU64>() };
+            for scribble in [u64::MAX, 1 << 63, 0] {
+                word.store(scribble, Ordering::Relaxed);
+                let _ = ring_counters(&region);
+            }
+        }
+    }
+}

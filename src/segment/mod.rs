@@ -316,9 +316,10 @@ impl OpenOptions {
     }
 
     /// Whether to fault every page of this process's mapping in while
-    /// opening (`MAP_POPULATE`; after `shmat`, `MADV_POPULATE_WRITE`, or
-    /// `_READ` for a read-only opener), so that its first accesses take no
-    /// page faults. Default: off.
+    /// opening (`MADV_POPULATE_WRITE`, or `_READ` for a read-only opener),
+    /// so that its first accesses take no page faults. The pages are
+    /// faulted in once the header is validated: an object that is not one
+    /// of our segments is refused without being faulted in. Default: off.
     pub fn prefault(mut self, prefault: bool) -> OpenOptions {
         self.residency.prefault = prefault;
         self
@@ -611,13 +612,8 @@ impl Segment {
         }
         let size = shm::fstat(&fd).map_err(io("fstat"))?.size;
         check_min_size(size)?;
-        let mapping = Mapping::map_fd_with(
-            &fd,
-            size as usize,
-            options.access,
-            options.residency.prefault,
-        )
-        .map_err(io("mmap"))?;
+        // Not populated yet: see `attach`.
+        let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
         let deadline = Deadline::after(options.timeout);
         // A memfd is shared only once its creator has initialised it: an
         // unready one will stay so.
@@ -1151,9 +1147,17 @@ impl Segment {
             Backing::Memfd { .. } => BackingKind::Memfd,
         };
         let validated = header.validate(actual_size, actual_backing, options.kind)?;
-        // Only once the segment is known to be ours, and before we register.
+        // Only once the segment is known to be ours, and before we register:
+        // until then the object may be anyone's, up to 1 TiB and sparse, and
+        // faulting it in would allocate all of it for a segment we refuse.
         if options.residency.lock {
+            // Faults every page in as well.
             lock_mapping(&mapping)?;
+        } else if options.residency.prefault {
+            mapping.populate().map_err(|source| SegmentError::Io {
+                op: "madvise(MADV_POPULATE)",
+                source,
+            })?;
         }
         let mut segment = Segment {
             mapping,
@@ -1677,13 +1681,8 @@ fn open_posix(
         });
     }
     check_min_size(size)?;
-    let mapping = Mapping::map_fd_with(
-        &fd,
-        size as usize,
-        options.access,
-        options.residency.prefault,
-    )
-    .map_err(io("mmap"))?;
+    // Not populated yet: see `Segment::attach`.
+    let mapping = Mapping::map_fd(&fd, size as usize, options.access).map_err(io("mmap"))?;
     let backing = Backing::Posix {
         name: name.clone(),
         fd,
@@ -1702,13 +1701,9 @@ fn open_sysv(
     check_owner(&address, stat.uid, options)?;
     let size = stat.size;
     check_min_size(size)?;
-    let mapping = sysv::attach_with(
-        id,
-        size as usize,
-        options.access,
-        options.residency.prefault,
-    )
-    .map_err(|e| sysv_error("shmat", &address, e))?;
+    // Not populated yet: see `Segment::attach`.
+    let mapping = sysv::attach(id, size as usize, options.access)
+        .map_err(|e| sysv_error("shmat", &address, e))?;
     let creator_gone = || sysv_creator_gone(stat.creator_pid);
     Segment::attach(
         mapping,

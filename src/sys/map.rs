@@ -10,8 +10,9 @@
 //! with one contiguous access.
 //!
 //! Either kind can be populated (every page faulted in before the first
-//! access: `MAP_POPULATE` for `mmap`, `MADV_POPULATE_READ`/`_WRITE` after
-//! `shmat`) and locked (`mlock`: never paged out). A lock lasts as long
+//! access: `MAP_POPULATE` while mapping with `mmap`, or
+//! `MADV_POPULATE_READ`/`_WRITE` once mapped, as after `shmat`) and locked
+//! (`mlock`: never paged out). A lock lasts as long
 //! as the mapping; unmapping ends it.
 
 use std::io;
@@ -104,9 +105,43 @@ impl Mapping {
         }
     }
 
-    /// Faults every page of the mapping in now: see [`populate`].
+    /// Faults every page of the mapping in now: `MADV_POPULATE_WRITE` (or
+    /// `_READ` for a read-only mapping), which, unlike `MAP_POPULATE`,
+    /// reports a failure. Kernels before 5.14 know neither advice
+    /// (`EINVAL`); there each page is touched with a read instead, which
+    /// for shared memory maps it in (writable, if the mapping is) without
+    /// changing a byte.
     pub fn populate(&self) -> io::Result<()> {
-        populate(self.as_ptr(), self.len(), self.access)
+        let advice = match self.access {
+            Access::ReadOnly => libc::MADV_POPULATE_READ,
+            Access::ReadWrite => libc::MADV_POPULATE_WRITE,
+        };
+        let (ptr, len) = (self.as_ptr(), self.len());
+        // SAFETY: `ptr..ptr + len` is this mapping, alive while `self` is;
+        // populating faults its pages in and changes neither their contents
+        // nor the mapping.
+        let advised = retry_eintr(|| cvt(unsafe { libc::madvise(ptr.cast(), len, advice) }));
+        match advised {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.touch_pages();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads one byte of each page of the mapping.
+    fn touch_pages(&self) {
+        let (ptr, len) = (self.as_ptr(), self.len());
+        for offset in (0..len).step_by(page_size()) {
+            // SAFETY: `offset < len`, so the byte is inside this mapping,
+            // alive while `self` is; another process may write it, so it is
+            // read as an atomic (Relaxed, so a read-only mapping will do),
+            // and the value is unused. A file truncated under us makes this
+            // fault, which the SIGBUS handler repairs, as for any access.
+            unsafe { (*ptr.add(offset).cast::<AtomicU8>()).load(Ordering::Relaxed) };
+        }
     }
 
     /// Locks the mapping's pages in memory (`mlock`), faulting them in
@@ -154,40 +189,6 @@ impl Drop for Mapping {
             unsafe { libc::shmdt(addr.cast()) };
         }
         // MmapRaw unmaps itself.
-    }
-}
-
-/// Faults in every page of `ptr..ptr + len`, a range we map shared with
-/// `access`: `MADV_POPULATE_WRITE` (or `_READ` for a read-only range),
-/// which, unlike `MAP_POPULATE`, reports a failure. Kernels before 5.14
-/// know neither advice (`EINVAL`); there each page is touched with a read
-/// instead, which for shared memory maps it in (writable, if the mapping
-/// is) without changing a byte.
-fn populate(ptr: *mut u8, len: usize, access: Access) -> io::Result<()> {
-    let advice = match access {
-        Access::ReadOnly => libc::MADV_POPULATE_READ,
-        Access::ReadWrite => libc::MADV_POPULATE_WRITE,
-    };
-    // SAFETY: the range is a mapping of ours; populating faults its pages in
-    // and changes neither their contents nor the mapping.
-    let advised = retry_eintr(|| cvt(unsafe { libc::madvise(ptr.cast(), len, advice) }));
-    match advised {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            touch_pages(ptr, len);
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Reads one byte of each page of `ptr..ptr + len`, a range we map.
-fn touch_pages(ptr: *mut u8, len: usize) {
-    for offset in (0..len).step_by(page_size()) {
-        // SAFETY: `offset < len`, so the byte is inside the mapping, which
-        // outlives this call; another process may write it, so it is read
-        // as an atomic, and the value is unused.
-        unsafe { (*ptr.add(offset).cast::<AtomicU8>()).load(Ordering::Relaxed) };
     }
 }
 
@@ -458,7 +459,7 @@ mod tests {
         // The fallback for kernels without MADV_POPULATE_*.
         let touched = Mapping::map_fd(&fd, pages * page_size(), Access::ReadWrite).unwrap();
         assert_eq!(rss_kb(touched.as_ptr()), 0);
-        touch_pages(touched.as_ptr(), touched.len());
+        touched.touch_pages();
         assert_eq!(rss_kb(touched.as_ptr()), kb, "touched");
     }
 
