@@ -10,6 +10,7 @@ use ipcring::sync::WaitStrategy;
 use super::link::{OneAtATime, PingPongTransport, ThreadTransport, ThroughputTransport};
 use super::message::{PACED_SIZE, SIZES};
 use super::transports::hw_limit::HwLimit;
+use super::transports::iceoryx2::{Iceoryx2, Qos};
 use super::transports::ipcring::{MpmcPingPong, MpmcStream, SpscPingPong, SpscStream};
 use super::transports::kernel::{EventFd, PosixMq, SysvMsg, UnixDgram};
 use super::transports::messages::{QueuePingPong, RecordPingPong};
@@ -137,6 +138,7 @@ static QUEUE_HYBRID: QueuePingPong = QueuePingPong(HYBRID);
 static PIPE: Stream = Stream(Kind::Pipe);
 static FIFO: Stream = Stream(Kind::Fifo);
 static UDS_STREAM: Stream = Stream(Kind::UnixStream);
+static ICEORYX2: Iceoryx2 = Iceoryx2(Qos::Latest);
 
 /// A two-way transport, its row name and mode, its weight, and whether it
 /// waits through ipcring's futex handshake.
@@ -187,6 +189,7 @@ static TWO_WAY: &[TwoWay] = &[
     ("sysv-msg", Mode::Null, &SysvMsg, Weight::Heavy, false),
     ("posix-mq", Mode::Null, &PosixMq, Weight::Heavy, false),
     ("eventfd", Mode::Null, &EventFd, Weight::Heavy, false),
+    ("iceoryx2", Mode::Spin, &ICEORYX2, Weight::Light, false),
 ];
 
 /// The transports of the paced scenario: the pipe baseline, ipcring SPSC
@@ -198,6 +201,7 @@ static DGRAM_ONE: OneAtATime = OneAtATime(&UnixDgram);
 static SYSV_ONE: OneAtATime = OneAtATime(&SysvMsg);
 static MQ_ONE: OneAtATime = OneAtATime(&PosixMq);
 static EVENTFD_ONE: OneAtATime = OneAtATime(&EventFd);
+static ICEORYX2_ONE: OneAtATime = OneAtATime(&Iceoryx2(Qos::Every));
 
 /// Throughput transports measured at every size.
 static ONE_WAY: &[(&str, Mode, &dyn ThroughputTransport, Weight, bool)] = &[
@@ -209,6 +213,7 @@ static ONE_WAY: &[(&str, Mode, &dyn ThroughputTransport, Weight, bool)] = &[
     ("sysv-msg", Mode::Null, &SYSV_ONE, Weight::Heavy, false),
     ("posix-mq", Mode::Null, &MQ_ONE, Weight::Heavy, false),
     ("eventfd", Mode::Null, &EVENTFD_ONE, Weight::Heavy, false),
+    ("iceoryx2", Mode::Spin, &ICEORYX2_ONE, Weight::Heavy, false),
 ];
 
 /// Every row, in table order. Ratios are computed after all rows ran, so
