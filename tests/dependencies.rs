@@ -5,13 +5,14 @@
 use std::process::Command;
 
 /// Crates only the command line and the bench may use.
-const CLI_ONLY: [&str; 6] = [
+const CLI_ONLY: [&str; 7] = [
     "clap",
     "serde_json",
     "hdrhistogram",
     "rtrb",
     "crossbeam-queue",
     "signal-hook",
+    "iceoryx2",
 ];
 
 /// The crates `cargo tree` lists for the library's normal and build

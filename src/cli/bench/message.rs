@@ -46,7 +46,7 @@ pub fn check(buffer: &[u8]) -> Result<(u64, u64), String> {
     let stamp = words.next().unwrap_or(seq);
     // Every remaining word is read: a fold the compiler cannot skip.
     let mismatches = words.fold(0u64, |count, word| count + u64::from(word != seq));
-    if mismatches != 0 || buffer.len() % WORD != 0 {
+    if mismatches != 0 || !buffer.len().is_multiple_of(WORD) {
         return Err(format!(
             "message {seq} is torn: {mismatches} of its words differ"
         ));

@@ -184,10 +184,10 @@ struct ChildSlot(Option<Child>);
 
 impl Drop for ChildSlot {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            if !matches!(child.try_wait(), Ok(Some(_))) {
-                kill(child);
-            }
+        if let Some(child) = &mut self.0
+            && !matches!(child.try_wait(), Ok(Some(_)))
+        {
+            kill(child);
         }
     }
 }

@@ -10,6 +10,7 @@ use ipcring::sync::WaitStrategy;
 use super::link::{OneAtATime, PingPongTransport, ThreadTransport, ThroughputTransport};
 use super::message::{PACED_SIZE, SIZES};
 use super::transports::hw_limit::HwLimit;
+use super::transports::iceoryx2::{Iceoryx2, Qos};
 use super::transports::ipcring::{
     MpmcOneByOne, MpmcPingPong, SpscChunks, SpscOneByOne, SpscPingPong,
 };
@@ -156,6 +157,7 @@ static STREAM_PARK: RingStream = RingStream(WaitStrategy::Park);
 static PIPE: Stream = Stream(Kind::Pipe);
 static FIFO: Stream = Stream(Kind::Fifo);
 static UDS_STREAM: Stream = Stream(Kind::UnixStream);
+static ICEORYX2: Iceoryx2 = Iceoryx2(Qos::Latest);
 
 /// A two-way transport, its row name and mode, its weight, and whether it
 /// waits through ipcring's futex handshake.
@@ -280,6 +282,7 @@ static TWO_WAY: &[TwoWay] = &[
     ("sysv-msg", Mode::Null, &SysvMsg, Weight::Heavy, false),
     ("posix-mq", Mode::Null, &PosixMq, Weight::Heavy, false),
     ("eventfd", Mode::Null, &EventFd, Weight::Heavy, false),
+    ("iceoryx2", Mode::Spin, &ICEORYX2, Weight::Light, false),
 ];
 
 /// SPSC ping-pong (busy-spin, so no wake-up blurs the page faults) with
@@ -357,6 +360,7 @@ static SPSC_ONE_SPIN: SpscOneByOne = SpscOneByOne(WaitStrategy::BusySpin);
 static SPSC_ONE_HYBRID: SpscOneByOne = SpscOneByOne(HYBRID);
 static MPMC_ONE_SPIN: MpmcOneByOne = MpmcOneByOne(WaitStrategy::BusySpin);
 static MPMC_ONE_HYBRID: MpmcOneByOne = MpmcOneByOne(HYBRID);
+static ICEORYX2_ONE: OneAtATime = OneAtATime(&Iceoryx2(Qos::Every));
 
 /// Throughput transports measured at every size: every ipcring channel in
 /// its default (hybrid) strategy, one message per call (the byte streams:
@@ -434,6 +438,7 @@ static ONE_WAY: &[(&str, Mode, &dyn ThroughputTransport, Weight, bool)] = &[
     ("sysv-msg", Mode::Null, &SYSV_ONE, Weight::Heavy, false),
     ("posix-mq", Mode::Null, &MQ_ONE, Weight::Heavy, false),
     ("eventfd", Mode::Null, &EVENTFD_ONE, Weight::Heavy, false),
+    ("iceoryx2", Mode::Spin, &ICEORYX2_ONE, Weight::Heavy, false),
 ];
 
 /// Every row, in table order. Ratios are computed after all rows ran, so

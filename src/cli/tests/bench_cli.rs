@@ -2,7 +2,8 @@
 //! (`--smoke`) so that it takes seconds: the JSON report's schema, that
 //! every row `--list` names either measured or said why not, `--only`, the
 //! refusal to run on one CPU, that the bench leaves nothing behind
-//! (segments, FIFOs, message queues), and the charts of `--svg`.
+//! (segments, FIFOs, message queues, iceoryx2's files, also after its child
+//! is killed), and the charts of `--svg`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ipcring::segment::{self, Address};
 use serde_json::Value;
 
-const TRANSPORTS: [&str; 18] = [
+const TRANSPORTS: [&str; 19] = [
     "hw-limit",
     "ipcring-spsc",
     "ipcring-spsc-chunk",
@@ -28,6 +29,7 @@ const TRANSPORTS: [&str; 18] = [
     "sysv-msg",
     "posix-mq",
     "eventfd",
+    "iceoryx2",
     "rtrb",
     "rtrb-chunk",
     "crossbeam-arrayqueue",
@@ -78,16 +80,48 @@ fn sysv_queue_ids() -> BTreeSet<String> {
 }
 
 /// What the bench names in shared places: FIFO directories in the temp
-/// directory and POSIX queues (when /dev/mqueue is mounted).
+/// directory and POSIX queues (when /dev/mqueue is mounted). iceoryx2's
+/// directories are left to [`iceoryx2_files`], which tells runs apart by
+/// pid: another test's bench may be running an iceoryx2 row meanwhile.
 fn bench_names() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for dir in [std::env::temp_dir(), "/dev/mqueue".into()] {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("ipcring-bench-") {
+                if name.starts_with("ipcring-bench-")
+                    && !name.starts_with("ipcring-bench-iceoryx2-")
+                {
                     names.insert(format!("{}/{name}", dir.display()));
                 }
+            }
+        }
+    }
+    names
+}
+
+/// iceoryx2's files: what the bench's iceoryx2 rows name in /dev/shm and
+/// the temp directory (`ipcring-bench-iceoryx2-<bench pid>-...`), and
+/// anything in iceoryx2's default places (its root directory and its
+/// `iox2_` shared-memory prefix), which the rows must never use. Another
+/// iceoryx2 program running beside the tests would show up here too.
+fn iceoryx2_files(bench_pid: u32) -> BTreeSet<String> {
+    let ours = format!("ipcring-bench-iceoryx2-{bench_pid}-");
+    let mut names = BTreeSet::new();
+    for dir in [PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&ours) || name.starts_with("iox2_") {
+                    names.insert(format!("{}/{name}", dir.display()));
+                }
+            }
+        }
+    }
+    for dir in ["/tmp/iceoryx2/nodes", "/tmp/iceoryx2/services"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                names.insert(entry.path().display().to_string());
             }
         }
     }
@@ -243,6 +277,8 @@ fn smoke_run_reports_every_transport_and_leaves_nothing_behind() {
     let segments_before = named_segments();
     let queues_before = sysv_queue_ids();
     let names_before = bench_names();
+    // The bench's pid is not known yet: its own names cannot exist before.
+    let iceoryx2_before = iceoryx2_files(0);
     let (output, bench_pid) = bench(&["--quick", "--smoke", "--json"]);
     let report = json_report(&output);
     check_machine(&report["machine"]);
@@ -329,6 +365,15 @@ fn smoke_run_reports_every_transport_and_leaves_nothing_behind() {
         }
     }
     for scenario in ["pingpong", "throughput"] {
+        for size in SIZES {
+            let id = format!("iceoryx2/spin/{scenario}/{size}");
+            assert!(
+                measured.contains(id.as_str()) || not_measured.contains(id.as_str()),
+                "{id} missing: {report}"
+            );
+        }
+    }
+    for scenario in ["pingpong", "throughput"] {
         assert!(
             results
                 .iter()
@@ -393,6 +438,81 @@ fn smoke_run_reports_every_transport_and_leaves_nothing_behind() {
         new_names.is_empty(),
         "FIFOs or POSIX queues left: {new_names:?}"
     );
+    let new_iceoryx2: Vec<_> = iceoryx2_files(bench_pid)
+        .difference(&iceoryx2_before)
+        .cloned()
+        .collect();
+    assert!(
+        new_iceoryx2.is_empty(),
+        "iceoryx2 files left: {new_iceoryx2:?}"
+    );
+}
+
+/// The pid of a running `bench-child` whose parent is `bench_pid`.
+fn bench_child_of(bench_pid: u32) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The fields after the parenthesised command: state, then ppid.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(bench_pid) && String::from_utf8_lossy(&cmdline).contains("bench-child") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn iceoryx2_rows_leave_nothing_behind_when_the_child_is_killed() {
+    let iceoryx2_before = iceoryx2_files(0);
+    // Not `--smoke`: the rows run long enough for a child to be found.
+    let child = Command::new(env!("CARGO_BIN_EXE_ipcring"))
+        .args([
+            "bench",
+            "--quick",
+            "--json",
+            "--only",
+            "iceoryx2/spin/pingpong/*",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bench_pid = child.id();
+    let started = Instant::now();
+    let mut killed = None;
+    while killed.is_none() && started.elapsed() < Duration::from_secs(60) {
+        if let Some(pid) = bench_child_of(bench_pid) {
+            // SAFETY: kill(2) on a pid we just read as the bench's child;
+            // at worst it has exited and the call fails with ESRCH.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed = Some(pid);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(killed.is_some(), "no bench-child appeared");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let skipped = report["skipped"].as_array().unwrap();
+    // The killed row failed (or, if the kill came as the row ended, all
+    // rows measured); either way, iceoryx2's files are gone.
+    assert!(
+        skipped.iter().all(|s| s["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.starts_with("failed"))),
+        "{report}"
+    );
+    let left: Vec<_> = iceoryx2_files(bench_pid)
+        .difference(&iceoryx2_before)
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "iceoryx2 files left: {left:?}");
 }
 
 #[test]

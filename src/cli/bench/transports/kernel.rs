@@ -235,10 +235,10 @@ fn mq_depth() -> usize {
 
 impl PingPongTransport for PosixMq {
     fn supports(&self, size: usize) -> Result<(), String> {
-        if let Ok(max) = PosixMessageQueue::max_message_size() {
-            if size > max {
-                return Err(format!("fs.mqueue.msgsize_max is {max} bytes"));
-            }
+        if let Ok(max) = PosixMessageQueue::max_message_size()
+            && size > max
+        {
+            return Err(format!("fs.mqueue.msgsize_max is {max} bytes"));
         }
         let base = format!(
             "ipcring-bench-probe-{}-{}",

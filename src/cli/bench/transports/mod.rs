@@ -3,6 +3,7 @@
 //! belong here too, as `ipcring.rs`. `rows.rs` registers them.
 
 pub mod hw_limit;
+pub mod iceoryx2;
 pub mod ipcring;
 pub mod kernel;
 pub mod messages;
