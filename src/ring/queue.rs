@@ -400,7 +400,11 @@ impl From<JournalFull> for QueueOpError {
 /// assert_eq!((stats.count, stats.bytes, stats.last_send_pid, stats.last_send_ns), (1, 3, 42, 1000));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// New figures may be added, so the struct is `#[non_exhaustive]`: read
+/// its fields, or start from `QueueStats::default()`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// Messages queued (`msg_qnum`).
     pub count: u64,
