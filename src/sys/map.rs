@@ -111,6 +111,12 @@ impl Mapping {
     /// (`EINVAL`); there each page is touched with a read instead, which
     /// for shared memory maps it in (writable, if the mapping is) without
     /// changing a byte.
+    ///
+    /// A file that another process cut short under the mapping has pages
+    /// past its end that cannot be faulted in (`EFAULT`). They are left as
+    /// `MAP_POPULATE` leaves them: the pages that exist are in, and the
+    /// first access past the end faults, which the SIGBUS handler turns
+    /// into a broken segment, as for any access after a truncation.
     pub fn populate(&self) -> io::Result<()> {
         let advice = match self.access {
             Access::ReadOnly => libc::MADV_POPULATE_READ,
@@ -127,6 +133,7 @@ impl Mapping {
                 self.touch_pages();
                 Ok(())
             }
+            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => Ok(()),
             Err(e) => Err(e),
         }
     }
